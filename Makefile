@@ -1,0 +1,79 @@
+# procslice: every entry point. `make demo` and `make test` do all the set-up.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/config/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_DEPRECATION_WARNINGS := False
+FLEET_SIZE ?= 3
+# Roles with a molecule scenario, in dependency order.
+ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
+
+.PHONY: help setup deps venv image fleet fleet-down deploy demo show test lint pytest molecule molecule-roles molecule-fleet bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: deps venv image ## Install packages, the controller venv and the base image
+
+deps: ## Install the Debian packages the controller needs
+	@scripts/install-deps.sh
+
+venv: $(VENV)/.stamp ## Build .venv from requirements/controller.txt
+
+$(VENV)/.stamp: requirements/controller.txt
+	@echo "controller venv: installing requirements/controller.txt"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/controller.txt
+	@touch $@
+
+image: deps ## Build the Debian 12 systemd base image (only when its recipe changed)
+	@scripts/build-base-image.sh
+
+fleet: setup ## Start the local fleet (FLEET_SIZE hosts, default 3)
+	ansible-playbook playbooks/fleet.yml -e fleet_size=$(FLEET_SIZE)
+
+fleet-down: venv ## Destroy the local fleet
+	ansible-playbook playbooks/fleet.yml -e fleet_state=absent
+
+deploy: fleet ## Deploy inventory/local to the local fleet
+	ansible-playbook deploy.yml
+
+show: venv ## Show every service answering, with its slice, limits and workers
+	ansible-playbook playbooks/show.yml
+
+demo: deploy show ## Set up, start the fleet, deploy, and show the services answering
+
+lint: venv ## yamllint, ansible-lint, ruff, mypy
+	yamllint -s .
+	ansible-lint
+	ruff check src tests plugins roles bench examples
+	ruff format --check src tests plugins roles bench examples
+	mypy src/procslice
+
+pytest: venv ## Unit, runtime process, filter and preflight tests
+	PYTHONPATH=$(CURDIR)/src pytest -q
+
+molecule: molecule-roles molecule-fleet ## Every role's scenario, then the fleet scenario
+
+molecule-roles: setup
+	@for role in $(ROLES); do \
+	  echo "== molecule: $$role"; \
+	  (cd roles/$$role && molecule test) || exit 1; \
+	done
+
+molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
+	molecule test -s fleet
+
+test: setup lint pytest molecule ## Everything CI runs
+
+bench: setup ## Benchmarks against the peers (bench/results/)
+	PYTHONPATH=$(CURDIR)/src python bench/run.py
+
+clean: ## Destroy the local fleet and the build cache
+	-ansible-playbook playbooks/fleet.yml -e fleet_state=absent
+	rm -rf .cache

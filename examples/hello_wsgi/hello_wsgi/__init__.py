@@ -1,0 +1,73 @@
+"""A WSGI app for procslice's demo and tests.
+
+Paths:
+  /           200 "hello from <service> pid <pid>"
+  /healthz    200 "ok"
+  /version    the VERSION environment variable (what a deploy changed)
+  /leak?mb=N  keeps N MiB more in this worker (a memory leak on demand)
+  /burn?ms=N  spins the CPU for N ms
+  /fork?n=N   tries to start N sleeping children; reports how many started
+  /slow?ms=N  sleeps N ms, then answers
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from urllib.parse import parse_qs
+
+_leak: list[bytes] = []
+
+
+def _number(query: dict[str, list[str]], key: str, default: int) -> int:
+    try:
+        return int(query.get(key, [str(default)])[0])
+    except ValueError:
+        return default
+
+
+def _fork(n: int) -> str:
+    started: list[subprocess.Popen[bytes]] = []
+    error = ""
+    for _ in range(n):
+        try:
+            started.append(subprocess.Popen(["sleep", "5"]))
+        except OSError as exc:
+            error = f" error: {exc.strerror}"
+            break
+    for child in started:
+        child.kill()
+        child.wait()
+    return f"started {len(started)} of {n}{error}"
+
+
+def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+    path = str(environ.get("PATH_INFO", "/"))
+    query = parse_qs(str(environ.get("QUERY_STRING", "")))
+    status = "200 OK"
+    if path == "/healthz":
+        body = "ok"
+    elif path == "/version":
+        body = os.environ.get("VERSION", "unset")
+    elif path == "/leak":
+        _leak.append(b"x" * (_number(query, "mb", 10) * 1024 * 1024))
+        body = f"holding {len(_leak)} blocks"
+    elif path == "/burn":
+        end = time.monotonic() + _number(query, "ms", 100) / 1000
+        while time.monotonic() < end:
+            pass
+        body = "burnt"
+    elif path == "/fork":
+        body = _fork(_number(query, "n", 10))
+    elif path == "/slow":
+        time.sleep(_number(query, "ms", 1000) / 1000)
+        body = "slept"
+    elif path == "/":
+        body = f"hello from {os.environ.get('PROCSLICE_SERVICE', 'wsgi')} pid {os.getpid()}"
+    else:
+        status, body = "404 Not Found", "not found"
+    data = (body + "\n").encode()
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+    return [data]

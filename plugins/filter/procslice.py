@@ -1,0 +1,1261 @@
+"""procslice filters: validate and normalise the procslice data (slices and services).
+
+The logic lives in plain module-level functions so it can be imported and unit-tested
+without Ansible; ``FilterModule`` only maps filter names onto them.
+
+    procslice_size(value) -> int
+        "512M", "1.5g", "64MiB", 1024 -> bytes (powers of 1024).
+    procslice_normalize_slices(slices) -> list[dict]
+        each slice with its unit name, systemd directives and parsed limits.
+    procslice_normalize_services(services, slices=None) -> list[dict]
+        each service with every default filled in, its directives and limits.
+    procslice_errors(slices, services) -> list[str]
+        every problem found, each message naming the variable path and the fix.
+
+The normalise filters raise ``ProcsliceDataError`` (a ``ValueError``) listing every
+problem when the data is bad; ``procslice_errors`` returns them instead, which is what
+the preflight role asserts on.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+__all__ = [
+    "FilterModule",
+    "ProcsliceDataError",
+    "procslice_errors",
+    "procslice_normalize_services",
+    "procslice_normalize_slices",
+    "procslice_size",
+]
+
+
+class ProcsliceDataError(ValueError):
+    """The procslice data is invalid; the message says where and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CPUSET_RE = re.compile(r"^\d+(-\d+)?([ ,]\d+(-\d+)?)*$")
+APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\S*$")
+PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)%$")
+SIZE_RE = re.compile(
+    r"^(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?:(?P<unit>[kmgt])(?:i?b)?|b)?$", re.IGNORECASE
+)
+SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+SIZE_HINT = "write bytes or a number with K, M, G or T (e.g. 2G)"
+
+MODELS = ("gunicorn", "aio", "swoole", "podman")
+INTERFACES = ("wsgi", "asgi", "raw")
+STATES = ("present", "absent")
+WORKER_CLASSES = ("auto", "sync", "gthread", "uvicorn")
+PACKAGE_KINDS = ("source", "wheel", "requirements")
+HEALTH_KEYS = ("http", "tcp", "timeout")
+
+# Tasks a service needs besides its workers' threads: the master (gunicorn arbiter,
+# procslice supervisor) and the odd helper thread or ExecReload process.
+TASKS_RESERVE = 4
+
+# The resource keys a slice (at its top level) and a service (under `limits`) take, in
+# the order their systemd directives are written.
+RESOURCE_DIRECTIVES: dict[str, str] = {
+    "cpu_quota": "CPUQuota",
+    "cpu_weight": "CPUWeight",
+    "memory_max": "MemoryMax",
+    "memory_high": "MemoryHigh",
+    "memory_low": "MemoryLow",
+    "memory_swap_max": "MemorySwapMax",
+    "tasks_max": "TasksMax",
+    "io_read_bandwidth_max": "IOReadBandwidthMax",
+    "io_write_bandwidth_max": "IOWriteBandwidthMax",
+    "allowed_cpus": "AllowedCPUs",
+}
+# Process limits only a service (a unit with processes) has.
+SERVICE_ONLY_DIRECTIVES: dict[str, str] = {
+    "limit_nofile": "LimitNOFILE",
+    "limit_as": "LimitAS",
+}
+# docker-compose spellings -> canonical key.
+COMPOSE_ALIASES: dict[str, str] = {
+    "cpus": "cpu_quota",
+    "memory": "memory_max",
+    "pids_limit": "tasks_max",
+    "device_read_bps": "io_read_bandwidth_max",
+    "device_write_bps": "io_write_bandwidth_max",
+    "cpuset": "allowed_cpus",
+}
+# docker-compose `reservations:` keys -> canonical key.
+RESERVATION_ALIASES: dict[str, str] = {"memory": "memory_low", "cpus": "cpu_weight"}
+# Keys that look right but mean something else here: key -> the fix.
+MISLEADING_KEYS: dict[str, str] = {
+    "memswap_limit": (
+        "compose's memswap_limit counts memory plus swap; procslice takes the swap alone: "
+        "write memory_swap_max (e.g. memory_swap_max: 0 for no swap)"
+    ),
+}
+LIMIT_KEYS = (
+    "cpu_quota_percent",
+    "memory_max",
+    "memory_high",
+    "memory_low",
+    "memory_swap_max",
+    "tasks_max",
+    "cpu_weight",
+    "allowed_cpus",
+)
+SERVICE_LIMIT_KEYS = (*LIMIT_KEYS, "limit_nofile", "limit_as")
+
+SLICE_KEYS = frozenset({"name", "state", "reservations", *RESOURCE_DIRECTIVES, *COMPOSE_ALIASES})
+SERVICE_LIMITS_KEYS = frozenset(
+    {"reservations", *RESOURCE_DIRECTIVES, *SERVICE_ONLY_DIRECTIVES, *COMPOSE_ALIASES}
+)
+
+COMMON_SERVICE_KEYS = (
+    "name",
+    "model",
+    "slice",
+    "package",
+    "app",
+    "interface",
+    "listen",
+    "workers",
+    "limits",
+    "health",
+    "env",
+    "state",
+)
+GUNICORN_KEYS = (
+    "worker_class",
+    "threads",
+    "timeout",
+    "graceful_timeout",
+    "max_requests",
+    "max_requests_jitter",
+    "preload",
+)
+# Keys the later roles and the runtime read; validated here only for being known (and
+# for the few whose type matters to a cross-check). Extend these when a model grows one.
+AIO_KEYS = ("concurrency", "backlog", "loop_lag_warn", "to_thread_workers", "uvloop")
+SWOOLE_KEYS = (
+    "max_request",
+    "max_request_grace",
+    "memory_limit",
+    "cpu_affinity",
+    "tcp_nodelay",
+    "task_worker_num",
+    "task_max_request",
+    "max_wait_time",
+    "max_coroutine",
+)
+PODMAN_KEYS = ("image", "image_archive", "ports", "command", "volumes", "pull")
+SERVICE_KEYS = frozenset(
+    {*COMMON_SERVICE_KEYS, *GUNICORN_KEYS, *AIO_KEYS, *SWOOLE_KEYS, *PODMAN_KEYS}
+)
+
+GUNICORN_DEFAULTS: dict[str, Any] = {
+    "timeout": 30,
+    "graceful_timeout": 20,
+    "max_requests": 1000,
+    "max_requests_jitter": 100,
+    "preload": False,
+}
+HEALTH_TIMEOUT = 10
+HEALTH_PATH = "/healthz"
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """Render a value the way the operator wrote it, strings quoted."""
+    if isinstance(value, str):
+        return json.dumps(str(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _human(size: int) -> str:
+    """2147483648 -> "2G"; sizes that are not a whole K/M/G/T stay in bytes."""
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _format_percent(percent: Decimal) -> str:
+    """Decimal percent -> the CPUQuota= value, at most two decimals ("33.33%")."""
+    quantized = percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP).normalize()
+    text = format(quantized, "f")
+    return f"{text}%"
+
+
+class _Errors:
+    """Collects messages, each "<variable path>: <problem>; <fix>"."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.append(f"{path}: {message}")
+
+    def unknown_keys(self, path: str, data: Mapping[str, Any], valid: Iterable[str]) -> None:
+        valid = sorted(valid)
+        for key in data:
+            if key in valid:
+                continue
+            if key in MISLEADING_KEYS:
+                self.add(f"{path}.{key}", MISLEADING_KEYS[key])
+                continue
+            self.add(
+                f"{path}.{key}",
+                f"unknown key; {_suggest(str(key), valid)}valid keys: {', '.join(valid)}",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# Sizes, quotas and other scalar parsers (each raises ProcsliceDataError)
+# --------------------------------------------------------------------------------------
+
+
+def procslice_size(value: Any) -> int:
+    """A size in bytes: an int, or a number with K, M, G or T (powers of 1024).
+
+    Case-insensitive, with an optional trailing B or iB: "512M", "2g", "1.5G", "64MiB",
+    "100K", "1024". Fractions are rounded down to whole bytes.
+    """
+    if _is_int(value):
+        if value < 0:
+            raise ProcsliceDataError(f"{_show(value)} is not a size: it is negative; {SIZE_HINT}")
+        return int(value)
+    if isinstance(value, float) and not isinstance(value, bool):
+        if value >= 0 and value.is_integer():
+            return int(value)
+        raise ProcsliceDataError(
+            f"{_show(value)} is not a whole, positive number of bytes; {SIZE_HINT}"
+        )
+    if not isinstance(value, str):
+        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}")
+    text = str(value).strip()
+    if text.startswith("-"):
+        raise ProcsliceDataError(f"{_show(value)} is not a size: it is negative; {SIZE_HINT}")
+    match = SIZE_RE.match(text)
+    if not match:
+        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}")
+    try:
+        number = Decimal(match.group("num"))
+    except InvalidOperation as exc:  # pragma: no cover - the regex only lets numbers in
+        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}") from exc
+    unit = match.group("unit")
+    factor = SIZE_UNITS[unit.lower()] if unit else 1
+    if unit is None and number != number.to_integral_value():
+        raise ProcsliceDataError(f"{_show(value)} is not a whole number of bytes; {SIZE_HINT}")
+    return int((number * factor).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _size_or_infinity(value: Any) -> tuple[str, int | None]:
+    """-> (directive value, bytes or None for infinity)."""
+    if isinstance(value, str) and str(value).strip().lower() == "infinity":
+        return "infinity", None
+    size = procslice_size(value)
+    return str(size), size
+
+
+def _cpu_quota(value: Any) -> Decimal:
+    """cpu_quota: "150%" -> Decimal(150)."""
+    if isinstance(value, str):
+        match = PERCENT_RE.match(str(value).strip())
+        if match:
+            percent = Decimal(match.group(1))
+            if percent > 0:
+                return percent
+            raise ProcsliceDataError(f"{_show(value)} is not a CPU quota: it must be above 0%")
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        raise ProcsliceDataError(
+            f"{_show(value)} is not a CPU quota; write a percentage of one CPU "
+            f'(e.g. "150%") or give a number of CPUs under cpus (e.g. cpus: {value})'
+        )
+    raise ProcsliceDataError(
+        f'{_show(value)} is not a CPU quota; write a percentage of one CPU (e.g. "150%")'
+    )
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        Decimal(str(text).strip())
+    except InvalidOperation:
+        return False
+    return True
+
+
+def _cpus(value: Any) -> Decimal:
+    """compose cpus: 1.5 (or "1.5") -> Decimal(150) percent."""
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        cpus = Decimal(str(value).strip())
+        if cpus > 0:
+            return cpus * 100
+    raise ProcsliceDataError(
+        f"{_show(value)} is not a number of CPUs; write a number above 0 (e.g. 1.5)"
+    )
+
+
+def _cpu_weight(value: Any) -> int:
+    if _is_int(value) or (isinstance(value, str) and str(value).strip().isdigit()):
+        weight = int(value)
+        if 1 <= weight <= 10000:
+            return weight
+    raise ProcsliceDataError(
+        f"{_show(value)} is not a CPU weight; write an integer from 1 to 10000 (default 100)"
+    )
+
+
+def _reserved_cpus_weight(value: Any) -> int:
+    """compose reservations.cpus: 0.5 -> CPUWeight 50 (x100, clamped to 1..10000)."""
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        cpus = Decimal(str(value).strip())
+        if cpus > 0:
+            weight = int((cpus * 100).to_integral_value(rounding=ROUND_HALF_UP))
+            return max(1, min(10000, weight))
+    raise ProcsliceDataError(
+        f"{_show(value)} is not a number of CPUs; write a number above 0 (e.g. 0.5)"
+    )
+
+
+def _tasks_max(value: Any) -> tuple[str, int | None]:
+    if isinstance(value, str) and str(value).strip().lower() == "infinity":
+        return "infinity", None
+    if _is_int(value) or (isinstance(value, str) and str(value).strip().isdigit()):
+        tasks = int(value)
+        if tasks >= 1:
+            return str(tasks), tasks
+    raise ProcsliceDataError(
+        f"{_show(value)} is not a task limit; write a positive integer (e.g. 512) or infinity"
+    )
+
+
+def _limit_nofile(value: Any) -> tuple[str, int | None]:
+    """LimitNOFILE: 65536, "1024:65536" (soft:hard) or infinity -> (directive, hard)."""
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else ""
+    if isinstance(value, bool):
+        text = ""
+    if text == "infinity":
+        return "infinity", None
+    parts = text.split(":")
+    if text and len(parts) <= 2 and all(part.isdigit() and int(part) > 0 for part in parts):
+        soft, hard = int(parts[0]), int(parts[-1])
+        if soft <= hard:
+            return text, hard
+    raise ProcsliceDataError(
+        f"{_show(value)} is not a file limit; write a positive integer (e.g. 65536), "
+        "soft:hard (e.g. 1024:65536) or infinity"
+    )
+
+
+def _allowed_cpus(value: Any) -> str:
+    text = str(value).strip() if _is_int(value) or isinstance(value, str) else ""
+    if text and CPUSET_RE.match(text):
+        ranges = [part for part in re.split(r"[ ,]", text) if part]
+        if all(int(r.split("-")[0]) <= int(r.split("-")[-1]) for r in ranges):
+            return text
+    raise ProcsliceDataError(
+        f'{_show(value)} is not a CPU list; write CPU numbers and ranges (e.g. "0-1" or "0,2-3")'
+    )
+
+
+def _bandwidth(value: Any, path: str, errors: _Errors) -> list[str]:
+    """{dev: rate} or compose's [{path: dev, rate: rate}] -> ["<dev> <bytes>", ...]."""
+    pairs: list[tuple[str, str, Any]] = []  # (path of the rate, device, rate)
+    if isinstance(value, Mapping):
+        pairs = [(f"{path}[{dev}]", dev, rate) for dev, rate in value.items()]
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping) or set(item) != {"path", "rate"}:
+                errors.add(
+                    f"{path}[{index}]",
+                    f"{_show(item)} is not a device limit; write {{path: /dev/vda, rate: 50M}} "
+                    '(or use the mapping form {"/dev/vda": 50M})',
+                )
+                continue
+            pairs.append((f"{path}[{index}].rate", item["path"], item["rate"]))
+    else:
+        errors.add(
+            path,
+            f'{_show(value)} is not a device bandwidth map; write {{"/dev/vda": 50M}}',
+        )
+        return []
+    lines: list[str] = []
+    for rate_path, device, rate in pairs:
+        if not isinstance(device, str) or not str(device).startswith("/"):
+            errors.add(
+                rate_path,
+                f"{_show(device)} is not a device; write the absolute path of a block device "
+                "or of a file on it (e.g. /dev/vda)",
+            )
+            continue
+        try:
+            text, size = _size_or_infinity(rate)
+        except ProcsliceDataError as exc:
+            errors.add(rate_path, str(exc))
+            continue
+        if size == 0:
+            errors.add(
+                rate_path, "0 would stop all IO; write a rate above 0 (e.g. 50M) or infinity"
+            )
+            continue
+        lines.append(f"{device} {text}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# Resources: a slice's top level, a service's `limits`
+# --------------------------------------------------------------------------------------
+
+
+def _resources(
+    data: Mapping[str, Any], path: str, errors: _Errors, *, service: bool
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Parse resource keys (canonical and compose) -> (directives, limits, paths).
+
+    ``paths`` maps each limit to the variable path the operator wrote it under (an alias
+    such as ``limits.cpus`` for cpu_quota_percent), for the cross-check messages.
+    """
+    # canonical key -> (path of the key the operator wrote, value, which form)
+    chosen: dict[str, tuple[str, Any, str]] = {}
+    for key, value in data.items():
+        if key in RESOURCE_DIRECTIVES or (service and key in SERVICE_ONLY_DIRECTIVES):
+            chosen[key] = (f"{path}.{key}", value, "canonical")
+        elif key in COMPOSE_ALIASES:
+            canonical = COMPOSE_ALIASES[key]
+            if canonical in data:
+                _both(errors, f"{path}.{key}", canonical, path)
+                continue
+            chosen[canonical] = (f"{path}.{key}", value, key)
+        elif key == "reservations":
+            if not isinstance(value, Mapping):
+                errors.add(
+                    f"{path}.reservations",
+                    f"{_show(value)} is not a mapping; write {{memory: 256M, cpus: 0.5}}",
+                )
+                continue
+            errors.unknown_keys(f"{path}.reservations", value, RESERVATION_ALIASES)
+            for sub, canonical in RESERVATION_ALIASES.items():
+                if sub not in value:
+                    continue
+                if canonical in data:
+                    _both(errors, f"{path}.reservations.{sub}", canonical, path)
+                    continue
+                chosen[canonical] = (
+                    f"{path}.reservations.{sub}",
+                    value[sub],
+                    f"reservations.{sub}",
+                )
+
+    directives: dict[str, Any] = {}
+    limits: dict[str, Any] = dict.fromkeys(SERVICE_LIMIT_KEYS if service else LIMIT_KEYS)
+    order = [*RESOURCE_DIRECTIVES, *(SERVICE_ONLY_DIRECTIVES if service else ())]
+    names = {**RESOURCE_DIRECTIVES, **SERVICE_ONLY_DIRECTIVES}
+    for key in order:
+        if key not in chosen:
+            continue
+        key_path, value, form = chosen[key]
+        directive = names[key]
+        try:
+            if key == "cpu_quota":
+                percent = _cpus(value) if form == "cpus" else _cpu_quota(value)
+                directives[directive] = _format_percent(percent)
+                limits["cpu_quota_percent"] = float(
+                    percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+                )
+            elif key == "cpu_weight":
+                if form == "reservations.cpus":
+                    weight = _reserved_cpus_weight(value)
+                else:
+                    weight = _cpu_weight(value)
+                directives[directive] = str(weight)
+                limits["cpu_weight"] = weight
+            elif key in ("memory_max", "memory_high", "memory_low", "memory_swap_max", "limit_as"):
+                text, size = _size_or_infinity(value)
+                directives[directive] = text
+                limits[key] = size
+            elif key == "tasks_max":
+                directives[directive], limits["tasks_max"] = _tasks_max(value)
+            elif key == "limit_nofile":
+                directives[directive], limits["limit_nofile"] = _limit_nofile(value)
+            elif key == "allowed_cpus":
+                directives[directive] = limits["allowed_cpus"] = _allowed_cpus(value)
+            else:  # io_read_bandwidth_max, io_write_bandwidth_max
+                lines = _bandwidth(value, key_path, errors)
+                if lines:
+                    directives[directive] = lines
+        except ProcsliceDataError as exc:
+            errors.add(key_path, str(exc))
+
+    for lower, upper in (("memory_high", "memory_max"), ("memory_low", "memory_max")):
+        low, high = limits.get(lower), limits.get(upper)
+        if low is not None and high is not None and low > high:
+            errors.add(
+                chosen[lower][0],
+                f"{_human(low)} is above {chosen[upper][0]} ({_human(high)}); "
+                f"{lower} must be at most {upper}: lower it or raise {upper}",
+            )
+    limit_names = {"cpu_quota": "cpu_quota_percent"}
+    paths = {limit_names.get(key, key): chosen[key][0] for key in chosen}
+    return directives, limits, paths
+
+
+def _both(errors: _Errors, alias_path: str, canonical: str, parent: str) -> None:
+    alias = alias_path.rsplit(".", 1)[-1]
+    if alias_path.endswith(f"reservations.{alias}"):
+        alias = f"reservations.{alias}"
+    errors.add(
+        alias_path,
+        f"{alias} is the compose spelling of {canonical}, and {parent}.{canonical} is set too; "
+        "keep only one of them",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Slices
+# --------------------------------------------------------------------------------------
+
+
+def _entry_path(var: str, index: int, entry: Any) -> str:
+    name = entry.get("name") if isinstance(entry, Mapping) else None
+    if isinstance(name, str) and name and re.match(r"^[\w.-]+$", str(name)):
+        return f"{var}[{name}]"
+    return f"{var}[{index}]"
+
+
+def _as_list(value: Any, var: str, errors: _Errors) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return value
+    errors.add(var, f"{_show(value)} is not a list; write a list of mappings (- name: ...)")
+    return []
+
+
+def _check_name(entry: Mapping[str, Any], path: str, errors: _Errors) -> str | None:
+    name = entry.get("name")
+    if name is None:
+        errors.add(f"{path}.name", "missing; every entry needs a name (e.g. name: web)")
+        return None
+    if not isinstance(name, str) or not NAME_RE.match(str(name)):
+        errors.add(
+            f"{path}.name",
+            f"{_show(name)} is not a valid name; use 1 to 41 lower-case letters, digits and "
+            "'-', starting with a letter (e.g. api)",
+        )
+        return None
+    return str(name)
+
+
+def _check_state(entry: Mapping[str, Any], path: str, errors: _Errors) -> str:
+    state = entry.get("state", "present")
+    if state not in STATES:
+        errors.add(f"{path}.state", f"{_show(state)} is not a state; use present or absent")
+        return "present"
+    return str(state)
+
+
+def _slices(slices: Any, errors: _Errors) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(_as_list(slices, "procslice_slices", errors)):
+        path = _entry_path("procslice_slices", index, entry)
+        if not isinstance(entry, Mapping):
+            errors.add(path, f"{_show(entry)} is not a mapping; write name: web and its limits")
+            continue
+        errors.unknown_keys(path, entry, SLICE_KEYS)
+        name = _check_name(entry, path, errors)
+        state = _check_state(entry, path, errors)
+        resources = {k: v for k, v in entry.items() if k not in ("name", "state")}
+        directives, limits, paths = _resources(resources, path, errors, service=False)
+        if name is None:
+            continue
+        if name in seen:
+            errors.add(
+                f"{path}.name",
+                f"{_show(name)} is defined twice (entries {seen[name]} and {index}); "
+                "slice names must be unique: merge or rename one",
+            )
+            continue
+        seen[name] = index
+        result.append(
+            {
+                "name": name,
+                "unit": f"procslice-{name}.slice",
+                "state": state,
+                "directives": directives,
+                "limits": limits,
+                "_paths": paths,
+            }
+        )
+    # systemd reads '-' in a slice name as a level: procslice-web-api.slice is a child of
+    # procslice-web.slice, so a slice "web-api" would silently sit inside slice "web".
+    names = {s["name"] for s in result}
+    for sl in result:
+        parts = sl["name"].split("-")
+        for cut in range(1, len(parts)):
+            parent = "-".join(parts[:cut])
+            if parent in names:
+                errors.add(
+                    f"procslice_slices[{sl['name']}].name",
+                    f"{_show(sl['name'])} would nest inside slice {parent} (systemd reads '-' "
+                    f"in a slice name as a level: {sl['unit']} is a child of "
+                    f"procslice-{parent}.slice); rename it without that prefix "
+                    f"(e.g. {sl['name'].replace('-', '')})",
+                )
+                break
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Services
+# --------------------------------------------------------------------------------------
+
+
+def _parse_listen(value: Any) -> tuple[str, int]:
+    """ "0.0.0.0:8000" / "[::1]:8000" -> (host, port)."""
+    hint = 'write an IP address and a port (e.g. "0.0.0.0:8000" or "[::]:8000")'
+    if not isinstance(value, str) or ":" not in value:
+        raise ProcsliceDataError(f"{_show(value)} is not host:port; {hint}")
+    host, _, port_text = str(value).strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError as exc:
+            raise ProcsliceDataError(
+                f"{_show(value)}: {host} is not an IPv6 address; {hint}"
+            ) from exc
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError as exc:
+            raise ProcsliceDataError(
+                f"{_show(value)}: {_show(host)} is not an IPv4 address (socket activation binds "
+                f"addresses, not names; IPv6 goes in brackets); {hint}"
+            ) from exc
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ProcsliceDataError(f"{_show(value)}: the port must be 1 to 65535; {hint}")
+    return host, int(port_text)
+
+
+def _parse_publish(value: Any) -> tuple[str, int, str] | None:
+    """podman/compose ports: "8080:80", "127.0.0.1:8080:80/tcp", "80" -> (host ip, host port,
+    protocol), or None when no host port is published."""
+    hint = 'write "HOST_PORT:CONTAINER_PORT" or "IP:HOST_PORT:CONTAINER_PORT" (e.g. "8080:80")'
+    if _is_int(value):
+        if 1 <= value <= 65535:
+            return None  # a container port only: podman picks a random host port
+        raise ProcsliceDataError(
+            f"{_show(value)} is not a port mapping; {hint}; quote it: YAML reads unquoted "
+            "a:b as a base-60 number"
+        )
+    if not isinstance(value, str):
+        raise ProcsliceDataError(f"{_show(value)} is not a port mapping; {hint}")
+    text, _, proto = str(value).partition("/")
+    proto = proto or "tcp"
+    if proto not in ("tcp", "udp", "sctp"):
+        raise ProcsliceDataError(f"{_show(value)}: unknown protocol {proto}; {hint}")
+    if text.startswith("["):  # [::1]:8080:80
+        close = text.find("]")
+        ip, rest = text[1:close], text[close + 2 :]
+        parts = rest.split(":")
+    else:
+        parts = text.split(":")
+        ip = parts.pop(0) if len(parts) == 3 else "0.0.0.0"
+    if len(parts) == 1:
+        host_port, container_port = None, parts[0]
+    elif len(parts) == 2:
+        host_port, container_port = parts
+    else:
+        raise ProcsliceDataError(f"{_show(value)} is not a port mapping; {hint}")
+    try:
+        ipaddress.ip_address(ip or "0.0.0.0")
+    except ValueError as exc:
+        raise ProcsliceDataError(f"{_show(value)}: {ip} is not an IP address; {hint}") from exc
+    for port in (host_port, container_port):
+        if port is not None and (not port.isdigit() or not 1 <= int(port) <= 65535):
+            raise ProcsliceDataError(f"{_show(value)}: ports must be 1 to 65535; {hint}")
+    if host_port is None:
+        return None
+    host = f"[{ip}]" if ":" in (ip or "") else (ip or "0.0.0.0")
+    return host, int(host_port), proto
+
+
+def _positive_int(value: Any) -> int | None:
+    if _is_int(value) and value > 0:
+        return int(value)
+    if isinstance(value, str) and str(value).strip().isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def _env(value: Any, path: str, errors: _Errors) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.add(path, f"{_show(value)} is not a mapping; write {{LOG_LEVEL: info}}")
+        return {}
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.match(str(key)):
+            errors.add(
+                f"{path}.{key}",
+                f"{_show(key)} is not an environment variable name; use letters, digits and _, "
+                "not starting with a digit (e.g. LOG_LEVEL)",
+            )
+            continue
+        if isinstance(item, (Mapping, list)):
+            errors.add(f"{path}.{key}", f"{_show(item)} is not a scalar; write a string")
+            continue
+        if isinstance(item, bool):
+            text = "true" if item else "false"
+        elif item is None:
+            text = ""
+        else:
+            text = str(item)
+        if "\n" in text or "\0" in text:
+            errors.add(f"{path}.{key}", "contains a newline or NUL; write a single-line value")
+            continue
+        env[str(key)] = text
+    return env
+
+
+def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, Any] | None:
+    """Normalise one service; per-service checks only (cross-checks come later)."""
+    errors.unknown_keys(path, entry, SERVICE_KEYS)
+    name = _check_name(entry, path, errors)
+    state = _check_state(entry, path, errors)
+    present = state == "present"
+
+    model = entry.get("model")
+    if model not in MODELS:
+        if model is None:
+            errors.add(f"{path}.model", f"missing; set one of: {', '.join(MODELS)}")
+        else:
+            errors.add(
+                f"{path}.model",
+                f"{_show(model)} is not a model; use one of: {', '.join(MODELS)}",
+            )
+        model = None
+
+    # slice
+    slice_name = entry.get("slice")
+    if slice_name is not None and not isinstance(slice_name, str):
+        errors.add(f"{path}.slice", f"{_show(slice_name)} is not a slice name")
+        slice_name = None
+
+    # interface
+    interface = entry.get("interface")
+    if interface is not None and interface not in INTERFACES:
+        errors.add(
+            f"{path}.interface",
+            f"{_show(interface)} is not an interface; use one of: {', '.join(INTERFACES)}",
+        )
+        interface = None
+    if interface is None and "interface" not in entry:
+        interface = {"gunicorn": "wsgi", "aio": "asgi", "swoole": "asgi"}.get(model or "")
+    if model == "gunicorn" and interface == "raw":
+        errors.add(
+            f"{path}.interface",
+            "gunicorn serves wsgi or asgi apps; a raw asyncio protocol needs model aio or swoole",
+        )
+
+    # package, app, image
+    package = entry.get("package")
+    if present and model in ("gunicorn", "aio", "swoole"):
+        _check_package(package, f"{path}.package", errors)
+        app = entry.get("app")
+        if not app:
+            errors.add(
+                f"{path}.app",
+                f"missing; model {model} needs the app to load as module:attribute "
+                '(e.g. app: "api.main:app")',
+            )
+        elif not isinstance(app, str) or not APP_RE.match(str(app)):
+            errors.add(
+                f"{path}.app",
+                f'{_show(app)} is not module:attribute; write e.g. "api.main:app"',
+            )
+    elif package is not None and present:
+        _check_package(package, f"{path}.package", errors)
+    if present and model == "podman":
+        image = entry.get("image")
+        if not image or not isinstance(image, str):
+            errors.add(
+                f"{path}.image",
+                "missing; model podman runs an image: set image (e.g. "
+                "image: docker.io/library/nginx:1.27, plus image_archive to load it from a file)",
+            )
+
+    # listen / ports
+    listen_raw = entry.get("listen", [])
+    if isinstance(listen_raw, str):
+        listen_raw = [listen_raw]
+    if not isinstance(listen_raw, list):
+        errors.add(f"{path}.listen", f'{_show(listen_raw)} is not a list; write ["0.0.0.0:8000"]')
+        listen_raw = []
+    listen: list[str] = []
+    ports: list[int] = []
+    binds: list[tuple[str, int, str, str]] = []  # (host, port, proto, key path)
+    for index, item in enumerate(listen_raw):
+        try:
+            host, port = _parse_listen(item)
+        except ProcsliceDataError as exc:
+            errors.add(f"{path}.listen[{index}]", str(exc))
+            continue
+        listen.append(f"{host}:{port}")
+        ports.append(port)
+        binds.append((host, port, "tcp", f"{path}.listen"))
+    if "ports" in entry:
+        if model == "podman":
+            publish = entry["ports"]
+            if not isinstance(publish, list):
+                errors.add(f"{path}.ports", f'{_show(publish)} is not a list; write ["8080:80"]')
+                publish = []
+            for index, item in enumerate(publish):
+                try:
+                    parsed = _parse_publish(item)
+                except ProcsliceDataError as exc:
+                    errors.add(f"{path}.ports[{index}]", str(exc))
+                    continue
+                if parsed:
+                    host, port, proto = parsed
+                    binds.append((host, port, proto, f"{path}.ports"))
+                    if proto == "tcp" and f"{host}:{port}" not in listen:
+                        listen.append(f"{host}:{port}")
+        elif model is not None:
+            errors.add(
+                f"{path}.ports",
+                "ports is podman's list of published ports; a "
+                f'{model} service listens through listen (e.g. listen: ["0.0.0.0:8000"])',
+            )
+
+    # workers
+    workers: Any = entry.get("workers", "auto")
+    if workers != "auto":
+        number = _positive_int(workers)
+        if number is None:
+            errors.add(
+                f"{path}.workers",
+                f"{_show(workers)} is not a worker count; write auto or a positive integer",
+            )
+            workers = "auto"
+        else:
+            workers = number
+
+    # gunicorn settings (accepted and ignored on other models)
+    worker_class = entry.get("worker_class", "auto")
+    if worker_class not in WORKER_CLASSES:
+        errors.add(
+            f"{path}.worker_class",
+            f"{_show(worker_class)} is not a worker class; use one of: {', '.join(WORKER_CLASSES)}",
+        )
+        worker_class = "auto"
+    if model == "gunicorn":
+        if worker_class == "auto":
+            worker_class = "uvicorn" if interface == "asgi" else "sync"
+        elif interface == "asgi" and worker_class != "uvicorn":
+            errors.add(
+                f"{path}.worker_class",
+                f"{worker_class} workers cannot serve an asgi app; use uvicorn (or auto)",
+            )
+        elif interface == "wsgi" and worker_class == "uvicorn":
+            errors.add(
+                f"{path}.worker_class",
+                "uvicorn workers serve asgi apps; use sync or gthread for wsgi (or auto), "
+                "or set interface: asgi",
+            )
+    else:
+        worker_class = None
+    threads_default = 4 if worker_class == "gthread" else 1
+    threads: Any = entry.get("threads", threads_default)
+    if _positive_int(threads) is None:
+        errors.add(
+            f"{path}.threads", f"{_show(threads)} is not a thread count; write a positive integer"
+        )
+        threads = threads_default
+    threads = int(threads)
+    if model == "gunicorn" and "threads" in entry and worker_class in ("sync", "uvicorn"):
+        errors.add(
+            f"{path}.threads",
+            f"threads only applies to worker_class gthread (this service resolves to "
+            f"{worker_class}); set worker_class: gthread or remove threads",
+        )
+    settings: dict[str, Any] = {}
+    for key, default in GUNICORN_DEFAULTS.items():
+        value = entry.get(key, default)
+        if key == "preload":
+            ok = isinstance(value, bool)
+            want = "true or false"
+        elif key == "timeout":
+            ok = _is_int(value) and value > 0
+            want = "a positive number of seconds"
+        else:
+            ok = _is_int(value) and value >= 0
+            want = "a number, 0 or more"
+        if not ok:
+            errors.add(f"{path}.{key}", f"{_show(value)} is not valid; write {want}")
+            value = default
+        settings[key] = value
+
+    # limits
+    limits_raw = entry.get("limits") or {}
+    if not isinstance(limits_raw, Mapping):
+        errors.add(
+            f"{path}.limits", f"{_show(limits_raw)} is not a mapping; write {{memory_max: 1G}}"
+        )
+        limits_raw = {}
+    errors.unknown_keys(f"{path}.limits", limits_raw, SERVICE_LIMITS_KEYS)
+    directives, limits, limit_paths = _resources(limits_raw, f"{path}.limits", errors, service=True)
+
+    # health
+    health = _health(entry.get("health"), f"{path}.health", errors, model, interface, listen)
+
+    # swoole's memory_limit is a size
+    if "memory_limit" in entry:
+        try:
+            procslice_size(entry["memory_limit"])
+        except ProcsliceDataError as exc:
+            errors.add(f"{path}.memory_limit", str(exc))
+
+    env = _env(entry.get("env"), f"{path}.env", errors)
+    if name is None:
+        return None
+    service: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "unit": f"procslice-{name}",
+        "user": f"procslice-{name}",
+        "slice": slice_name,
+        "slice_unit": f"procslice-{slice_name}.slice" if slice_name else "procslice.slice",
+        "state": state,
+        "package": package,
+        "app": entry.get("app"),
+        "interface": interface,
+        "listen": listen,
+        "workers": workers,
+        "worker_class": worker_class,
+        "threads": threads,
+        **settings,
+        "health": health,
+        "env": env,
+        "directives": directives,
+        "limits": limits,
+        # podman's `ports` is its publish list, passed through; the others: listen ports
+        "ports": entry.get("ports", []) if model == "podman" else ports,
+        "_binds": binds,
+        "_paths": limit_paths,
+    }
+    # every other key (model-specific settings for the later roles) passes through unchanged
+    for key, value in entry.items():
+        service.setdefault(key, value)
+    return service
+
+
+def _check_package(package: Any, path: str, errors: _Errors) -> None:
+    fix = (
+        "set exactly one of source (a directory with a pyproject.toml), wheel (a .whl file) "
+        "or requirements (a requirements.txt)"
+    )
+    if package is None:
+        errors.add(path, f"missing; {fix}")
+        return
+    if not isinstance(package, Mapping):
+        errors.add(path, f"{_show(package)} is not a mapping; {fix}")
+        return
+    errors.unknown_keys(path, package, PACKAGE_KINDS)
+    given = [kind for kind in PACKAGE_KINDS if package.get(kind)]
+    if len(given) != 1:
+        if not given:
+            what = "none of them is set"
+        elif len(given) == 2:
+            what = f"both {given[0]} and {given[1]} are set"
+        else:
+            what = "source, wheel and requirements are all set"
+        errors.add(path, f"{what}; {fix}")
+        return
+    if not isinstance(package[given[0]], str):
+        errors.add(f"{path}.{given[0]}", f"{_show(package[given[0]])} is not a path")
+
+
+def _health(
+    value: Any,
+    path: str,
+    errors: _Errors,
+    model: str | None,
+    interface: str | None,
+    listen: list[str],
+) -> dict[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        errors.add(path, f"{_show(value)} is not a mapping; write {{http: /healthz, timeout: 10}}")
+        value = {}
+    errors.unknown_keys(path, value, HEALTH_KEYS)
+    speaks_http = bool(listen) and model != "podman" and interface in ("wsgi", "asgi")
+    http = value.get("http", HEALTH_PATH if speaks_http and "tcp" not in value else None)
+    if http is False:
+        http = None
+    if http is not None and (not isinstance(http, str) or not str(http).startswith("/")):
+        errors.add(f"{path}.http", f"{_show(http)} is not a URL path; write e.g. /healthz")
+        http = None
+    if http is not None and not listen:
+        errors.add(f"{path}.http", "the service does not listen; add listen or remove health.http")
+    tcp = value.get("tcp", bool(listen) and http is None)
+    if not isinstance(tcp, bool):
+        errors.add(f"{path}.tcp", f"{_show(tcp)} is not true or false")
+        tcp = False
+    if tcp and not listen:
+        errors.add(f"{path}.tcp", "the service does not listen; add listen or remove health.tcp")
+    timeout = value.get("timeout", HEALTH_TIMEOUT)
+    if not _is_number(timeout) or timeout <= 0:
+        errors.add(
+            f"{path}.timeout",
+            f"{_show(timeout)} is not a timeout; write a positive number of seconds",
+        )
+        timeout = HEALTH_TIMEOUT
+    return {"http": http, "tcp": tcp, "timeout": timeout}
+
+
+def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(_as_list(services, "procslice_services", errors)):
+        path = _entry_path("procslice_services", index, entry)
+        if not isinstance(entry, Mapping):
+            errors.add(path, f"{_show(entry)} is not a mapping; write name: api, model: ... ")
+            continue
+        service = _service(entry, path, errors)
+        if service is None:
+            continue
+        name = service["name"]
+        if name in seen:
+            errors.add(
+                f"{path}.name",
+                f"{_show(name)} is defined twice (entries {seen[name]} and {index}); "
+                "service names must be unique: merge or rename one",
+            )
+            continue
+        seen[name] = index
+        service["_path"] = path
+        result.append(service)
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Cross-checks
+# --------------------------------------------------------------------------------------
+
+
+def _cross_check(
+    slices: list[dict[str, Any]], services: list[dict[str, Any]], errors: _Errors
+) -> None:
+    by_name = {s["name"]: s for s in slices}
+    present = [s for s in services if s["state"] == "present"]
+
+    # every slice exists (and is not being removed)
+    for svc in present:
+        name = svc["slice"]
+        if name is None:
+            continue
+        if name not in by_name:
+            known = ", ".join(sorted(by_name)) or "none defined yet"
+            errors.add(
+                f"{svc['_path']}.slice",
+                f"{_show(name)} is not a slice; define it in procslice_slices "
+                f"or use one of: {known}",
+            )
+        elif by_name[name]["state"] == "absent":
+            errors.add(
+                f"procslice_slices[{name}].state",
+                f"absent, but service {svc['name']} still uses it; move or remove "
+                f"{svc['_path']} first",
+            )
+
+    # a service's limit is not above its slice's
+    for svc in present:
+        sl = by_name.get(svc["slice"] or "")
+        if sl is None:
+            continue
+        for limit in ("cpu_quota_percent", "memory_max", "memory_high", "tasks_max"):
+            own, theirs = svc["limits"][limit], sl["limits"][limit]
+            if own is None or theirs is None or own <= theirs:
+                continue
+            mine_text, theirs_text = _show_limit(limit, own), _show_limit(limit, theirs)
+            errors.add(
+                svc["_paths"][limit],
+                f"{mine_text} is above its slice's {sl['_paths'][limit]} "
+                f"({theirs_text}); lower it to at most {theirs_text} or raise the slice's",
+            )
+
+    # workers fit in tasks_max
+    needs: dict[str, list[tuple[str, int]]] = {}
+    for svc in present:
+        if not _is_int(svc["workers"]) or svc["model"] == "podman":
+            continue
+        threads = svc["threads"]
+        per_worker = threads + 1 if threads > 1 else 1
+        need = svc["workers"] * per_worker + TASKS_RESERVE
+        sl = by_name.get(svc["slice"] or "")
+        bounds = []
+        if svc["limits"]["tasks_max"] is not None:
+            bounds.append((svc["limits"]["tasks_max"], svc["_paths"]["tasks_max"]))
+        if sl is not None and sl["limits"]["tasks_max"] is not None:
+            bounds.append((sl["limits"]["tasks_max"], sl["_paths"]["tasks_max"]))
+            needs.setdefault(sl["name"], []).append((svc["name"], need))
+        if not bounds:
+            continue
+        bound, where = min(bounds)
+        if need > bound:
+            each = f"{per_worker} tasks" if per_worker > 1 else "1 task"
+            errors.add(
+                f"{svc['_path']}.workers",
+                f"{svc['workers']} workers need {need} tasks ({each} each + {TASKS_RESERVE} for "
+                f"the master) but {where} is {bound}; lower workers (at most "
+                f"{max(0, (bound - TASKS_RESERVE) // per_worker)}), use auto, or raise tasks_max",
+            )
+    for slice_name, items in needs.items():
+        total = sum(n for _, n in items)
+        bound = by_name[slice_name]["limits"]["tasks_max"]
+        if len(items) > 1 and total > bound:
+            detail = " + ".join(f"{name} {n}" for name, n in items)
+            errors.add(
+                by_name[slice_name]["_paths"]["tasks_max"],
+                f"{bound} is below the {total} tasks its services' workers need together "
+                f"({detail}); raise it or lower their workers",
+            )
+
+    # no two services on one port of one address
+    owners: list[tuple[str, int, str, str, str]] = []  # host, port, proto, owner path, key path
+    for svc in present:
+        mine: dict[tuple[str, int, str], str] = {}
+        for host, port, proto, key_path in svc["_binds"]:
+            if (host, port, proto) in mine:
+                # podman may name a published port in listen too: that is one socket
+                if mine[(host, port, proto)] == key_path:
+                    errors.add(key_path, f"{host}:{port} is listed twice; remove one")
+                continue
+            mine[(host, port, proto)] = key_path
+            for o_host, o_port, o_proto, o_owner, _ in owners:
+                if o_port != port or o_proto != proto or o_owner == svc["_path"]:
+                    continue
+                if host == o_host or _wildcard(host) or _wildcard(o_host):
+                    errors.add(
+                        key_path,
+                        f"{host}:{port} collides with {o_owner} ({o_host}:{o_port}); "
+                        "give one of them another port or a distinct address",
+                    )
+                    break
+            owners.append((host, port, proto, svc["_path"], key_path))
+
+
+def _show_limit(limit: str, value: float) -> str:
+    if limit == "cpu_quota_percent":
+        return f"{value:g}%"
+    if limit == "tasks_max":
+        return str(value)
+    return _human(int(value))
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "[::]")
+
+
+def _check(
+    slices: Any, services: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], _Errors]:
+    errors = _Errors()
+    norm_slices = _slices(slices, errors)
+    norm_services = _services(services, errors)
+    _cross_check(norm_slices, norm_services, errors)
+    return norm_slices, norm_services, errors
+
+
+def _raise(errors: _Errors) -> None:
+    if errors.messages:
+        lines = "\n".join(f"- {message}" for message in errors.messages)
+        raise ProcsliceDataError(f"invalid procslice data:\n{lines}")
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """Drop the internal bookkeeping keys (they start with _)."""
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
+
+
+# --------------------------------------------------------------------------------------
+# Filters
+# --------------------------------------------------------------------------------------
+
+
+def procslice_normalize_slices(slices: Any) -> list[dict[str, Any]]:
+    """Each slice -> {name, unit, state, directives, limits}; raises on invalid data."""
+    errors = _Errors()
+    result = _slices(slices, errors)
+    _raise(errors)
+    return [_public(sl) for sl in result]
+
+
+def procslice_normalize_services(services: Any, slices: Any | None = None) -> list[dict[str, Any]]:
+    """Each service with its defaults filled; raises on invalid data.
+
+    With ``slices`` given, the cross-checks (slices exist, limits within the slice's,
+    ports, workers against tasks_max) run too.
+    """
+    errors = _Errors()
+    if slices is None:
+        result = _services(services, errors)
+    else:
+        _, result, errors = _check(slices, services)
+    _raise(errors)
+    return [_public(service) for service in result]
+
+
+def procslice_errors(slices: Any, services: Any) -> list[str]:
+    """Every problem in the data, each "<variable path>: <problem>; <fix>"."""
+    return _check(slices, services)[2].messages
+
+
+class FilterModule:
+    """procslice filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {
+            "procslice_size": procslice_size,
+            "procslice_normalize_slices": procslice_normalize_slices,
+            "procslice_normalize_services": procslice_normalize_services,
+            "procslice_errors": procslice_errors,
+        }

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Build one wheelhouse per service on the controller, so targets need no index.
+
+Input (JSON on stdin): {"services": [normalized service, ...], "base_dir": str,
+"runtime_source": str, "constraints": str, "cache_dir": str}.
+Output (JSON on stdout): {"changed": bool, "wheelhouses": {name: {"hash", "dir",
+"archive", "install": [requirement, ...]}}}.
+
+The release hash is a digest of the inputs (the package's files, the runtime's
+files, the model's requirements and the constraints), not of the built wheels:
+wheel builds are not byte-reproducible, and the same inputs must give the same
+release so that a re-deploy changes nothing. A wheelhouse already built for a
+hash is reused; a half-built one (no .complete marker) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SKIP_DIRS = {"__pycache__", ".git", "build", "dist", ".venv", ".pytest_cache", ".mypy_cache"}
+
+
+def tree_digest(path: Path, digest: Any) -> None:
+    if path.is_file():
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+        return
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")):
+                continue
+            full = Path(root, name)
+            digest.update(str(full.relative_to(path)).encode())
+            digest.update(full.read_bytes())
+
+
+def model_requirements(service: dict[str, Any]) -> list[str]:
+    model = service["model"]
+    if model == "gunicorn":
+        reqs = ["gunicorn"]
+        if service.get("worker_class") == "uvicorn":
+            reqs.append("uvicorn-worker")
+        return reqs
+    return []
+
+
+def package_inputs(service: dict[str, Any], base: Path) -> tuple[list[str], list[Path]]:
+    """The pip arguments for the service's own package, and the files they read."""
+    package = service.get("package") or {}
+    if "source" in package:
+        src = (base / package["source"]).resolve()
+        if not (src / "pyproject.toml").is_file() and not (src / "setup.py").is_file():
+            raise SystemExit(
+                f"procslice_services[{service['name']}].package.source: {src} has no "
+                "pyproject.toml or setup.py; point it at a Python project directory"
+            )
+        return [str(src)], [src]
+    if "wheel" in package:
+        whl = (base / package["wheel"]).resolve()
+        if not whl.is_file():
+            raise SystemExit(
+                f"procslice_services[{service['name']}].package.wheel: {whl} does not exist"
+            )
+        return [str(whl)], [whl]
+    if "requirements" in package:
+        req = (base / package["requirements"]).resolve()
+        if not req.is_file():
+            raise SystemExit(
+                f"procslice_services[{service['name']}].package.requirements: {req} does not exist"
+            )
+        return ["-r", str(req)], [req]
+    raise SystemExit(f"procslice_services[{service['name']}].package: nothing to build")
+
+
+def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    base = Path(spec["base_dir"])
+    runtime = Path(spec["runtime_source"]).resolve()
+    constraints = Path(spec["constraints"]).resolve()
+    pkg_args, pkg_files = package_inputs(service, base)
+    extra = model_requirements(service)
+
+    digest = hashlib.sha256()
+    for path in pkg_files:
+        tree_digest(path, digest)
+    for sub in ("pyproject.toml", "src/procslice"):
+        tree_digest(runtime / sub, digest)
+    tree_digest(constraints, digest)
+    digest.update(json.dumps(extra).encode())
+    release_hash = digest.hexdigest()[:12]
+
+    out = Path(spec["cache_dir"]) / service["name"] / release_hash
+    result = {
+        "hash": release_hash,
+        "dir": str(out),
+        "archive": str(out / "wheelhouse.tar"),
+        "install": [*extra, "procslice", *app_requirement(service, pkg_files[0])],
+    }
+    if (out / ".complete").is_file():
+        return result, False
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{release_hash}.", dir=out.parent))
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
+    pip += ["-c", str(constraints), str(runtime), *extra, *pkg_args]
+    run = subprocess.run(pip, capture_output=True, text=True)
+    if run.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(
+            f"procslice_services[{service['name']}]: building the wheelhouse failed:\n"
+            + run.stdout[-2000:]
+            + run.stderr[-4000:]
+        )
+    if "requirements" in service["package"]:
+        shutil.copy(pkg_files[0], tmp / "requirements.txt")
+    # One archive per wheelhouse: a single transfer to each host.
+    with tarfile.open(tmp / "wheelhouse.tar", "w") as tar:
+        for item in sorted(tmp.iterdir()):
+            if item.name != "wheelhouse.tar":
+                tar.add(item, arcname=item.name)
+    (tmp / ".complete").write_text(release_hash + "\n")
+    tmp.rename(out)
+    return result, True
+
+
+def app_requirement(service: dict[str, Any], path: Path) -> list[str]:
+    """What the host installs from the wheelhouse for the service's own package."""
+    package = service["package"]
+    if "requirements" in package:
+        return ["-r", "requirements.txt"]
+    if "wheel" in package:
+        return [path.name.split("-")[0]]
+    import tomllib
+
+    pyproject = path / "pyproject.toml"
+    name = (
+        tomllib.loads(pyproject.read_text()).get("project", {}).get("name")
+        if pyproject.is_file()
+        else None
+    )
+    if not isinstance(name, str):
+        raise SystemExit(
+            f"procslice_services[{service['name']}].package.source: {path}/pyproject.toml has no "
+            "[project] name; add one"
+        )
+    return [name]
+
+
+def main() -> int:
+    spec = json.load(sys.stdin)
+    changed = False
+    wheelhouses: dict[str, Any] = {}
+    for service in spec["services"]:
+        if service.get("state", "present") != "present" or service["model"] == "podman":
+            continue
+        result, built = build(service, spec)
+        wheelhouses[service["name"]] = result
+        changed = changed or built
+    json.dump({"changed": changed, "wheelhouses": wheelhouses}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages procslice's controller needs (idempotent, quiet when
+# everything is there). Run as root on Debian 12.
+set -euo pipefail
+packages=(podman runc debootstrap uidmap openssh-client wrk rsync make curl iptables)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "debian packages: all present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing ${missing[*]}; run as root (apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "debian packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

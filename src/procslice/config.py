@@ -1,0 +1,382 @@
+"""One service's supervisor settings: a TOML file plus command-line overrides, validated.
+
+``procslice aio`` and ``procslice swoole`` share :class:`ServiceConfig`.  Values come
+from, in order of precedence: command-line options, the TOML file given with
+``--config``, then the defaults below.  Every value is checked at start; a bad one is
+refused with a :class:`ConfigError` whose message names where it came from and the
+key, e.g. ``procslice.toml: max_request: must be a non-negative integer, got 'lots'``,
+and the command exits with code 2.
+
+The TOML file holds top-level keys (no table)::
+
+    app = "api.main:app"
+    interface = "asgi"
+    listen = ["127.0.0.1:8000"]
+    workers = "auto"
+    max_request = 10000
+    max_request_grace = 1000
+    memory_limit = "auto"        # or "512M", or 0 to disable
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+from procslice.limits import parse_size
+
+__all__ = [
+    "CONFIG_ERROR",
+    "INTERFACES",
+    "LOG_LEVELS",
+    "SWOOLE_ONLY",
+    "ConfigError",
+    "ServiceConfig",
+    "add_arguments",
+    "from_args",
+    "load",
+]
+
+#: Exit code for a refused configuration (argparse uses it too).
+CONFIG_ERROR = 2
+
+INTERFACES = ("asgi", "raw")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+Model = Literal["aio", "swoole"]
+
+#: Keys only the swoole master acts on; ``procslice aio`` refuses them when set.
+SWOOLE_ONLY = frozenset(
+    {
+        "max_request",
+        "max_request_grace",
+        "memory_limit",
+        "cpu_affinity",
+        "task_worker_num",
+        "task_max_request",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A refused setting; ``str()`` is the message for the operator."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Validated settings of one aio or swoole service."""
+
+    app: str = ""
+    interface: str = "asgi"
+    listen: tuple[str, ...] = ("127.0.0.1:8000",)
+    workers: int | None = None  # None: "auto", sized from the cgroup budget
+    max_request: int = 0  # 0: never recycle on a request count
+    max_request_grace: int = 0
+    memory_limit: int | None = None  # None: "auto"; 0: off; else bytes
+    cpu_affinity: bool = False
+    tcp_nodelay: bool = True
+    task_worker_num: int = 0
+    task_max_request: int = 0
+    max_wait_time: float = 5.0
+    max_concurrency: int = 1024  # 0: unbounded
+    threads: int = 8
+    loop_lag_warn_ms: int = 100  # 0: no warning
+    rlimit_as: int = 0  # 0: leave unchanged
+    rlimit_nofile: int = 0
+    metrics_listen: str = ""  # "": no metrics endpoint
+    log_level: str = "info"
+    source: str = field(default="", compare=False)  # the TOML path, for messages
+
+
+# ----------------------------------------------------------------------------- checks
+# Each check takes the raw value (a TOML value, or a string from the command line)
+# and returns the typed value, or raises ValueError with the problem (no key, no value).
+
+
+def _int_from(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        return int(value)
+    raise ValueError
+
+
+def _non_negative_int(value: object) -> int:
+    try:
+        number = _int_from(value)
+    except ValueError:
+        raise ValueError("must be a non-negative integer") from None
+    if number < 0:
+        raise ValueError("must be a non-negative integer")
+    return number
+
+
+def _positive_int(value: object) -> int:
+    try:
+        number = _int_from(value)
+    except ValueError:
+        raise ValueError("must be a positive integer") from None
+    if number < 1:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _workers(value: object) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return _positive_int(value)
+    except ValueError:
+        raise ValueError('must be "auto" or a positive integer') from None
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a non-negative number of seconds")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a non-negative number of seconds") from None
+    else:
+        raise ValueError("must be a non-negative number of seconds")
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a non-negative number of seconds")
+    return number
+
+
+def _size(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 512M, or 0")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be a size such as 512M, or 0")
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError("must be a size such as 512M, or 0") from None
+    raise ValueError("must be a size such as 512M, or 0")
+
+
+def _memory_limit(value: object) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return _size(value)
+    except ValueError:
+        raise ValueError('must be "auto", a size such as 512M, or 0 to disable') from None
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError("must be true or false")
+
+
+def _app(value: object) -> str:
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise ValueError('must be "module:attribute"')
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return value
+
+    return check
+
+
+def _address(value: str) -> str:
+    # Imported here: sockets imports nothing from config, but keep the dependency one-way.
+    from procslice.sockets import parse_address
+
+    parse_address(value)
+    return value
+
+
+def _listen(value: object) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValueError('must be a non-empty list of addresses ("host:port", "unix:/path")')
+    checked = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError('must be a list of address strings ("host:port", "unix:/path")')
+        try:
+            checked.append(_address(item))
+        except ValueError as exc:
+            raise ValueError(f"has a bad address ({exc})") from None
+    return tuple(checked)
+
+
+def _metrics_listen(value: object) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or value.startswith("unix:"):
+        raise ValueError('must be "host:port", or "" to disable')
+    try:
+        return _address(value)
+    except ValueError as exc:
+        raise ValueError(f'must be "host:port" ({exc})') from None
+
+
+_CHECKS: dict[str, Callable[[object], Any]] = {
+    "app": _app,
+    "interface": _choice(INTERFACES),
+    "listen": _listen,
+    "workers": _workers,
+    "max_request": _non_negative_int,
+    "max_request_grace": _non_negative_int,
+    "memory_limit": _memory_limit,
+    "cpu_affinity": _bool,
+    "tcp_nodelay": _bool,
+    "task_worker_num": _non_negative_int,
+    "task_max_request": _non_negative_int,
+    "max_wait_time": _seconds,
+    "max_concurrency": _non_negative_int,
+    "threads": _positive_int,
+    "loop_lag_warn_ms": _non_negative_int,
+    "rlimit_as": _size,
+    "rlimit_nofile": _non_negative_int,
+    "metrics_listen": _metrics_listen,
+    "log_level": _choice(LOG_LEVELS),
+}
+
+_HELP: dict[str, str] = {
+    "app": 'the application, "module:attribute" (an ASGI app, or a protocol factory for raw)',
+    "interface": "asgi (an ASGI 3 app served through uvicorn's protocol layer) or raw "
+    "(a callable returning an asyncio.Protocol)",
+    "listen": 'an address to bind when not socket-activated: "host:port", "[::1]:port" or '
+    '"unix:/path" (repeat the option for several)',
+    "workers": '"auto" (sized from the cgroup CPU budget) or a count',
+    "max_request": "recycle a worker after this many requests (0: never)",
+    "max_request_grace": "add random(0..N) to max_request per worker, so workers retire apart",
+    "memory_limit": 'recycle a worker whose RSS crosses this: "auto" (the cgroup memory budget '
+    "shared by the workers), a size such as 512M, or 0 (off)",
+    "cpu_affinity": "pin worker i to one CPU of the allowed set",
+    "tcp_nodelay": "set TCP_NODELAY on accepted connections",
+    "task_worker_num": "task worker processes for procslice.swoole.task()",
+    "task_max_request": "recycle a task worker after this many tasks (0: never)",
+    "max_wait_time": "seconds a stopping or reloading worker may drain its connections",
+    "max_concurrency": "requests one worker process runs at once (0: unbounded)",
+    "threads": "threads in each worker's default executor (asyncio.to_thread)",
+    "loop_lag_warn_ms": "warn when a worker's event loop is blocked longer than this (0: off)",
+    "rlimit_as": "RLIMIT_AS of each worker, a size (0: unchanged)",
+    "rlimit_nofile": "RLIMIT_NOFILE of each worker (0: unchanged)",
+    "metrics_listen": 'serve Prometheus metrics from the master on "host:port" ("" : off)',
+    "log_level": "one of " + ", ".join(LOG_LEVELS),
+}
+
+assert set(_CHECKS) == {f.name for f in fields(ServiceConfig)} - {"source"}
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _check(source: str, key: str, value: object) -> Any:
+    try:
+        return _CHECKS[key](value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {key}: {exc}, got {value!r}") from None
+
+
+def _refuse_swoole_only(
+    values: Mapping[str, object], model: Model, where: Mapping[str, str]
+) -> None:
+    if model != "aio":
+        return
+    for key in sorted(SWOOLE_ONLY & set(values)):
+        raise ConfigError(
+            f"{where[key]}: {key}: is a procslice swoole setting; procslice aio does not "
+            "recycle, pin or run task workers (remove it, or use model swoole)"
+        )
+
+
+def load(
+    path: str | None = None,
+    overrides: Mapping[str, object] | None = None,
+    model: Model = "swoole",
+) -> ServiceConfig:
+    """Read ``path`` (TOML; may be None), apply ``overrides`` (key -> raw value), validate.
+
+    Override values may be strings as typed on a command line.  Raises
+    :class:`ConfigError` naming the file or option and the key.
+    """
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    source = ""
+    if path is not None:
+        source = os.path.basename(path) or path
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key not in _CHECKS:
+                known = ", ".join(sorted(_CHECKS))
+                raise ConfigError(f"{source}: {key}: unknown key (known keys: {known})")
+            values[key] = _check(source, key, value)
+            where[key] = source
+    for key, value in (overrides or {}).items():
+        if key not in _CHECKS:
+            raise ConfigError(f"{key}: unknown setting")
+        values[key] = _check(_option(key), key, value)
+        where[key] = _option(key)
+    _refuse_swoole_only(values, model, where)
+    if not values.get("app"):
+        raise ConfigError(f'{source or "configuration"}: app: is required ("module:attribute")')
+    config = replace(ServiceConfig(), source=path or "", **values)
+    if config.max_request_grace and not config.max_request:
+        raise ConfigError(
+            f"{where['max_request_grace']}: max_request_grace: needs max_request, got "
+            f"{config.max_request_grace!r} with max_request 0"
+        )
+    return config
+
+
+def add_arguments(parser: argparse.ArgumentParser, model: Model) -> None:
+    """Add ``--config``, the positional app and one ``--<key>`` option per setting."""
+    parser.add_argument("app_arg", nargs="?", metavar="APP", help=_HELP["app"])
+    parser.add_argument("--config", "-c", metavar="TOML", help="the service's procslice.toml")
+    for key in _CHECKS:
+        if model == "aio" and key in SWOOLE_ONLY:
+            continue
+        if key == "listen":
+            parser.add_argument(
+                "--listen", "-b", action="append", dest="opt_listen", help=_HELP[key]
+            )
+        else:
+            parser.add_argument(_option(key), dest="opt_" + key, metavar="VALUE", help=_HELP[key])
+
+
+def from_args(args: argparse.Namespace, model: Model) -> ServiceConfig:
+    """Build the config from parsed arguments (see :func:`add_arguments`)."""
+    overrides: dict[str, object] = {}
+    for key in _CHECKS:
+        value = getattr(args, "opt_" + key, None)
+        if value is not None:
+            overrides[key] = value
+    if args.app_arg is not None:
+        overrides.setdefault("app", args.app_arg)
+    return load(args.config, overrides, model)

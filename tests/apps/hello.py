@@ -1,0 +1,81 @@
+"""A small ASGI app for the supervisor tests, with misbehaviour switches.
+
+GET /            200 "hello"
+GET /pid         the worker's pid
+GET /slow?t=1.5  sleeps asynchronously, then answers (for drains and the gate)
+GET /block?t=0.4 blocks the event loop with time.sleep (for the loop-lag warning)
+GET /stats       the most requests this process ran at once
+GET /task        2 + 3 computed by a task worker: "5 <task worker pid>"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+active = 0
+most = 0
+
+
+async def respond(
+    send: Callable[[Message], Awaitable[None]], body: bytes, status: int = 200
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(
+    scope: Scope,
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
+    global active, most
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    query = parse_qs(scope["query_string"].decode())
+    seconds = float(query.get("t", ["1"])[0])
+    active += 1
+    most = max(most, active)
+    try:
+        if path == "/pid":
+            await respond(send, str(os.getpid()).encode())
+        elif path == "/slow":
+            await asyncio.sleep(seconds)
+            await respond(send, b"slow done")
+        elif path == "/block":
+            time.sleep(seconds)
+            await respond(send, b"blocked")
+        elif path == "/stats":
+            await respond(send, str(most).encode())
+        elif path == "/task":
+            from procslice.swoole import task
+
+            total, pid = await task("taskfuncs:add", 2, 3)
+            await respond(send, f"{total} {pid}".encode())
+        else:
+            await respond(send, b"hello")
+    finally:
+        active -= 1

@@ -1,0 +1,104 @@
+"""procslice.toml and command-line settings: defaults, overrides, and refusals naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from procslice import cli
+from procslice.config import ConfigError, load
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "procslice.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_valid_file_is_read_with_defaults(tmp_path: Path) -> None:
+    config = load(write(tmp_path, 'app = "api:app"\nworkers = 3\nmemory_limit = "512M"\n'))
+    assert config.app == "api:app"
+    assert config.workers == 3
+    assert config.memory_limit == 512 * 1024 * 1024
+    assert config.listen == ("127.0.0.1:8000",)
+    assert config.max_wait_time == 5.0
+
+
+def test_auto_values_stay_auto(tmp_path: Path) -> None:
+    config = load(write(tmp_path, 'app = "api:app"\nworkers = "auto"\nmemory_limit = "auto"\n'))
+    assert config.workers is None and config.memory_limit is None
+
+
+def test_command_line_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'app = "api:app"\nworkers = 3\nlisten = ["0.0.0.0:80"]\n')
+    config = load(path, {"workers": "5", "listen": ["127.0.0.1:9000"], "cpu_affinity": "true"})
+    assert config.workers == 5
+    assert config.listen == ("127.0.0.1:9000",)
+    assert config.cpu_affinity is True
+
+
+def test_bad_integer_is_refused_naming_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(write(tmp_path, 'app = "api:app"\nmax_request = "lots"\n'))
+    assert str(error.value) == (
+        "procslice.toml: max_request: must be a non-negative integer, got 'lots'"
+    )
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^procslice.toml: max_requests: unknown key"):
+        load(write(tmp_path, 'app = "api:app"\nmax_requests = 10\n'))
+
+
+def test_negative_count_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^procslice.toml: task_worker_num: .* got -1$"):
+        load(write(tmp_path, 'app = "api:app"\ntask_worker_num = -1\n'))
+
+
+def test_zero_workers_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r'workers: must be "auto" or a positive integer, got 0'):
+        load(write(tmp_path, 'app = "api:app"\nworkers = 0\n'))
+
+
+def test_unparsable_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^procslice.toml: memory_limit: .* got '2 gigs'$"):
+        load(write(tmp_path, 'app = "api:app"\nmemory_limit = "2 gigs"\n'))
+
+
+def test_unknown_interface_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"interface: must be one of asgi, raw, got 'wsgi'"):
+        load(write(tmp_path, 'app = "api:app"\ninterface = "wsgi"\n'))
+
+
+def test_wrong_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tcp_nodelay: must be true or false, got 3"):
+        load(write(tmp_path, 'app = "api:app"\ntcp_nodelay = 3\n'))
+
+
+def test_bad_listen_address_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"listen: has a bad address"):
+        load(write(tmp_path, 'app = "api:app"\nlisten = ["localhost"]\n'))
+
+
+def test_bad_command_line_value_names_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"^--max-request: max_request: .* got 'lots'$"):
+        load(None, {"app": "api:app", "max_request": "lots"})
+
+
+def test_missing_app_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"app: is required"):
+        load(None, {})
+
+
+def test_swoole_only_key_is_refused_for_aio(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"task_worker_num: is a procslice swoole setting"):
+        load(write(tmp_path, 'app = "api:app"\ntask_worker_num = 2\n'), model="aio")
+
+
+def test_cli_exits_2_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, 'app = "api:app"\nmax_request = "lots"\n')
+    assert cli.main(["swoole", "--config", path]) == 2
+    assert "procslice.toml: max_request: must be a non-negative integer, got 'lots'" in (
+        capsys.readouterr().err
+    )

@@ -1,0 +1,445 @@
+"""The preflight play of deploy.yml, run for real against bad and good inventories.
+
+Each case writes an inventory of two hosts in group procslice that point at closed
+loopback ports (so any connection attempt would show as UNREACHABLE), puts the data in
+group_vars (or host_vars) and runs `ansible-playbook deploy.yml`. A bad case must stop
+in the preflight play, naming the variable, before any host is contacted; the good
+cases must get past preflight on both hosts and fail only later, on the unreachable
+hosts. All runs start together in one fixture, so the module takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTS = ("preflight-a", "preflight-b")
+PREFLIGHT_CHECK = "TASK [procslice_preflight : Check the slices and services"
+
+
+def _ansible_playbook() -> str:
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("ansible-playbook")
+    if found is None:  # pragma: no cover - the controller venv always has it
+        pytest.skip("ansible-playbook not found")
+    return found
+
+
+# ---- the data -------------------------------------------------------------------------
+
+SLICES: list[dict[str, Any]] = [
+    {
+        "name": "web",
+        "cpu_quota": "150%",
+        "cpu_weight": 200,
+        "memory_max": "2G",
+        "memory_high": "1800M",
+        "memory_low": "256M",
+        "memory_swap_max": 0,
+        "tasks_max": 512,
+        "io_read_bandwidth_max": {"/dev/vda": "50M"},
+        "io_write_bandwidth_max": {"/dev/vda": "20M"},
+        "allowed_cpus": "0-1",
+    },
+    {
+        "name": "batch",
+        "cpus": 0.5,
+        "memory": "1g",
+        "reservations": {"memory": "128M", "cpus": 0.25},
+        "pids_limit": 256,
+        "device_read_bps": [{"path": "/dev/vda", "rate": "10mb"}],
+        "cpuset": "0",
+    },
+]
+SERVICES: list[dict[str, Any]] = [
+    {
+        "name": "api",
+        "model": "gunicorn",
+        "slice": "web",
+        "package": {"wheel": "files/api-1.4.2-py3-none-any.whl"},
+        "app": "api.main:app",
+        "interface": "asgi",
+        "listen": ["0.0.0.0:8000"],
+        "workers": "auto",
+        "limits": {"memory_max": "1G", "tasks_max": 128, "limit_nofile": 65536},
+        "health": {"http": "/healthz", "timeout": 10},
+        "env": {"LOG_LEVEL": "info"},
+        "state": "present",
+    },
+    {
+        "name": "legacy",
+        "model": "gunicorn",
+        "slice": "web",
+        "package": {"source": "examples/hello_wsgi"},
+        "app": "hello_wsgi:app",
+        "listen": ["127.0.0.1:8001"],
+        "workers": 4,
+        "worker_class": "gthread",
+        "threads": 8,
+        "limits": {"cpus": 1, "memory": "512M", "pids_limit": 64, "limit_as": "4G"},
+    },
+    {
+        "name": "queue",
+        "model": "aio",
+        "slice": "batch",
+        "package": {"requirements": "files/queue-requirements.txt"},
+        "app": "queue_worker:main",
+        "interface": "raw",
+        "concurrency": 100,
+    },
+    {
+        "name": "edge",
+        "model": "swoole",
+        "package": {"source": "examples/edge"},
+        "app": "edge.app:app",
+        "listen": ["[::1]:8443"],
+        "workers": 2,
+        "max_request": 10000,
+        "memory_limit": "200M",
+        "task_worker_num": 2,
+    },
+    {
+        "name": "proxy",
+        "model": "podman",
+        "image": "docker.io/library/nginx:1.27",
+        "ports": ["8080:80"],
+        "limits": {"cpus": 0.5, "memory": "256M"},
+    },
+    {"name": "old", "model": "gunicorn", "state": "absent"},
+]
+
+Data = dict[str, Any]
+
+
+def _svc(data: Data, name: str) -> dict[str, Any]:
+    return next(s for s in data["procslice_services"] if s["name"] == name)
+
+
+def _slc(data: Data, name: str) -> dict[str, Any]:
+    return next(s for s in data["procslice_slices"] if s["name"] == name)
+
+
+def _podman_without_image(data: Data) -> None:
+    del _svc(data, "proxy")["image"]
+
+
+def _missing_app(data: Data) -> None:
+    del _svc(data, "api")["app"]
+
+
+@dataclass
+class Case:
+    """One ansible-playbook run."""
+
+    mutate: Callable[[Data], None] | None = None
+    expect: list[str] = field(default_factory=list)  # exact strings in the output
+    host_vars: dict[str, Data] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    data: Data | None = None  # replaces the good data when given
+
+
+BAD: dict[str, Case] = {
+    "unknown_model": Case(
+        lambda d: _svc(d, "api").update(model="uwsgi"),
+        ["procslice_services[api].model", '"uwsgi" is not a model'],
+    ),
+    "size_2_gigs": Case(
+        lambda d: _svc(d, "api")["limits"].update(memory_max="2 gigs"),
+        ["procslice_services[api].limits.memory_max", '"2 gigs" is not a size'],
+    ),
+    "service_memory_above_slice": Case(
+        lambda d: _svc(d, "api")["limits"].update(memory_max="4G"),
+        [
+            "procslice_services[api].limits.memory_max",
+            "above its slice's procslice_slices[web].memory_max",
+        ],
+    ),
+    "two_services_on_one_port": Case(
+        lambda d: _svc(d, "legacy").update(listen=["127.0.0.1:8000"]),
+        ["procslice_services[legacy].listen", "collides with procslice_services[api]"],
+    ),
+    "missing_app": Case(_missing_app, ["procslice_services[api].app", "missing"]),
+    "unknown_slice": Case(
+        lambda d: _svc(d, "api").update(slice="webb"),
+        ["procslice_services[api].slice", '"webb" is not a slice'],
+    ),
+    "workers_above_tasks_max": Case(
+        lambda d: _svc(d, "legacy").update(workers=12),
+        ["procslice_services[legacy].workers", "procslice_services[legacy].limits.pids_limit"],
+    ),
+    "typo_in_a_key": Case(
+        lambda d: _svc(d, "api")["limits"].update(memroy_max="1G"),
+        ["procslice_services[api].limits.memroy_max", "did you mean memory_max?"],
+    ),
+    "bad_listen": Case(
+        lambda d: _svc(d, "api").update(listen=["localhost:8000"]),
+        ["procslice_services[api].listen[0]", "is not an IPv4 address"],
+    ),
+    "memory_high_above_memory_max": Case(
+        lambda d: _slc(d, "web").update(memory_high="3G"),
+        ["procslice_slices[web].memory_high", "above procslice_slices[web].memory_max"],
+    ),
+    "compose_alias_and_canonical_key": Case(
+        lambda d: _slc(d, "web").update(cpus=1.5),
+        ["procslice_slices[web].cpus", "compose spelling of cpu_quota"],
+    ),
+    "bad_state": Case(
+        lambda d: _svc(d, "api").update(state="stopped"),
+        ["procslice_services[api].state", '"stopped" is not a state'],
+    ),
+    "bad_name": Case(
+        lambda d: _svc(d, "edge").update(name="Edge_1"),
+        ["procslice_services[Edge_1].name", '"Edge_1" is not a valid name'],
+    ),
+    "podman_without_image": Case(
+        _podman_without_image, ["procslice_services[proxy].image", "missing"]
+    ),
+    "ambiguous_package": Case(
+        lambda d: _svc(d, "api")["package"].update(source="src/api"),
+        ["procslice_services[api].package", "both source and wheel are set"],
+    ),
+    "threads_with_sync_worker": Case(
+        lambda d: _svc(d, "legacy").update(worker_class="sync"),
+        ["procslice_services[legacy].threads", "threads only applies to worker_class gthread"],
+    ),
+    "bad_env_name": Case(
+        lambda d: _svc(d, "api")["env"].update({"1BAD": "x"}),
+        ["procslice_services[api].env.1BAD", "is not an environment variable name"],
+    ),
+    "typo_in_a_slice_key": Case(
+        lambda d: _slc(d, "batch").update(memroy_high="1G"),
+        ["procslice_slices[batch].memroy_high", "did you mean memory_high?"],
+    ),
+    "bad_data_on_one_host_only": Case(
+        host_vars={
+            HOSTS[1]: {
+                "procslice_services": [{"name": "solo", "model": "gunicorn", "app": "x:app"}]
+            }
+        },
+        expect=["procslice_services[solo].package", "missing"],
+    ),
+    "services_not_a_list": Case(
+        data={"procslice_services": {"api": {"model": "gunicorn"}}},
+        expect=["argument 'procslice_services' is of type dict"],
+    ),
+}
+
+GOOD: dict[str, Case] = {
+    # Every model and the compose vocabulary; only the preflight tasks run (the build
+    # would build real wheelhouses), then the next play's fact gathering meets the
+    # unreachable hosts.
+    "good_data_every_model": Case(args=["--tags", "procslice_preflight"]),
+    # The whole deploy.yml, untagged: podman services need no build, so the run goes
+    # through preflight and the build play and stops at the unreachable hosts.
+    "good_data_full_run": Case(
+        data={
+            "procslice_slices": copy.deepcopy(SLICES),
+            "procslice_services": [copy.deepcopy(SERVICES[4])],
+        }
+    ),
+}
+
+
+# ---- running ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+
+    @property
+    def plays(self) -> list[str]:
+        return re.findall(r"^PLAY \[(.*)\] \*+$", self.out, re.MULTILINE)
+
+    def recap(self, host: str) -> dict[str, int]:
+        match = re.search(rf"^{re.escape(host)}\s+:\s+(.*)$", self.out, re.MULTILINE)
+        assert match, f"no recap line for {host}:\n{self.out}"
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+    def task_section(self, title_start: str) -> str:
+        start = self.out.find(title_start)
+        assert start >= 0, f"{title_start!r} not in the output:\n{self.out}"
+        end = self.out.find("\nTASK [", start + 1)
+        end_play = self.out.find("\nPLAY ", start + 1)
+        ends = [e for e in (end, end_play) if e >= 0]
+        return self.out[start : min(ends)] if ends else self.out[start:]
+
+
+def _write_inventory(root: Path, case: Case) -> Path:
+    data = (
+        copy.deepcopy(case.data)
+        if case.data is not None
+        else {
+            "procslice_slices": copy.deepcopy(SLICES),
+            "procslice_services": copy.deepcopy(SERVICES),
+        }
+    )
+    if case.mutate is not None:
+        case.mutate(data)
+    inventory = {
+        "procslice": {
+            "hosts": {
+                HOSTS[0]: {"ansible_host": "127.0.0.1", "ansible_port": 1},
+                HOSTS[1]: {"ansible_host": "127.0.0.1", "ansible_port": 9},
+            },
+            "vars": {"ansible_user": "nobody", "ansible_connection": "ssh"},
+        }
+    }
+    (root / "group_vars").mkdir(parents=True)
+    (root / "host_vars").mkdir()
+    (root / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    (root / "group_vars" / "procslice.yml").write_text(yaml.safe_dump(data))
+    for host, host_data in case.host_vars.items():
+        (root / "host_vars" / f"{host}.yml").write_text(yaml.safe_dump(host_data))
+    return root
+
+
+def _run(root: Path, case: Case) -> Run:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_FORKS="2",
+        ANSIBLE_SSH_ARGS="-o ConnectTimeout=2 -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o BatchMode=yes",
+        ANSIBLE_CACHE_PLUGIN="memory",  # no fact cache written into the repo
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+        ANSIBLE_LOCAL_TEMP=str(root / "tmp"),
+    )
+    inventory = _write_inventory(root / "inventory", case)
+    proc = subprocess.run(
+        [_ansible_playbook(), "deploy.yml", "-i", str(inventory), *case.args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    cases = {**BAD, **GOOD}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            name: pool.submit(_run, tmp_path_factory.mktemp(name), case)
+            for name, case in cases.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+# ---- the tests ----------------------------------------------------------------------
+
+
+def test_there_are_enough_bad_cases() -> None:
+    assert len(BAD) >= 12
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_data_stops_in_preflight_naming_the_variable(runs: dict[str, Run], name: str) -> None:
+    run = runs[name]
+    assert run.rc != 0, run.out
+    for text in BAD[name].expect:
+        assert text in run.out, f"{text!r} not in the output:\n{run.out}"
+    # no host was contacted, and nothing after the preflight play ran
+    assert "UNREACHABLE" not in run.out, run.out
+    assert len(run.plays) == 1, run.plays
+    for host in HOSTS:
+        recap = run.recap(host)
+        assert recap["unreachable"] == 0 and recap["changed"] == 0, recap
+    assert "fatal: [" in run.out and "FAILED!" in run.out
+
+
+def test_bad_data_message_lists_every_problem_one_per_line(runs: dict[str, Run]) -> None:
+    section = runs["size_2_gigs"].task_section(PREFLIGHT_CHECK)
+    assert "procslice preflight found 1 problem(s)" in section
+    assert '- \'procslice_services[api].limits.memory_max: "2 gigs" is not a size;' in section
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_data_passes_preflight_and_fails_only_on_unreachable_hosts(
+    runs: dict[str, Run], name: str
+) -> None:
+    run = runs[name]
+    section = run.task_section(PREFLIGHT_CHECK)
+    for host in HOSTS:
+        assert f"ok: [{host}]" in section, section
+    spec = run.task_section("TASK [procslice_preflight : Check the data against its documented")
+    for host in HOSTS:
+        assert f"ok: [{host}]" in spec, spec
+    # the run failed, and only because the hosts cannot be reached
+    assert run.rc != 0, run.out
+    assert "UNREACHABLE!" in run.out, run.out
+    assert len(run.plays) > 1, run.plays
+    for host in HOSTS:
+        recap = run.recap(host)
+        assert recap["failed"] == 0 and recap["unreachable"] == 1, (recap, run.out)
+
+
+# ---- the documentation matches the filter ---------------------------------------------
+
+ROLE = REPO / "roles" / "procslice_preflight"
+
+
+def _spec() -> dict[str, Any]:
+    specs: dict[str, Any] = yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())
+    return specs["argument_specs"]  # type: ignore[no-any-return]
+
+
+def _filter_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "procslice_filter_for_docs", REPO / "plugins" / "filter" / "procslice.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_argument_spec_documents_exactly_the_keys_the_filter_knows() -> None:
+    ps = _filter_module()
+    data = _spec()["preflight"]["options"]
+    slices = data["procslice_slices"]["options"]
+    services = data["procslice_services"]["options"]
+    assert set(slices) == set(ps.SLICE_KEYS)
+    assert set(services) == set(ps.SERVICE_KEYS)
+    assert set(services["limits"]["options"]) == set(ps.SERVICE_LIMITS_KEYS)
+    assert set(services["health"]["options"]) == set(ps.HEALTH_KEYS)
+    assert set(services["package"]["options"]) == set(ps.PACKAGE_KINDS)
+    assert services["model"]["choices"] == list(ps.MODELS)
+    assert services["interface"]["choices"] == list(ps.INTERFACES)
+    assert services["worker_class"]["choices"] == list(ps.WORKER_CLASSES)
+    assert services["state"]["choices"] == slices["state"]["choices"] == list(ps.STATES)
+
+
+def test_readme_names_every_documented_variable_and_key() -> None:
+    readme = (ROLE / "README.md").read_text()
+    spec = _spec()
+    names = set(spec["main"]["options"])
+    data = spec["preflight"]["options"]
+    names |= set(data["procslice_slices"]["options"])
+    names |= set(data["procslice_services"]["options"])
+    names |= set(data["procslice_services"]["options"]["limits"]["options"])
+    missing = sorted(name for name in names if f"`{name}`" not in readme)
+    assert missing == [], f"README.md does not mention: {missing}"

@@ -3,7 +3,7 @@
 Modelled on gunicorn's arbiter.  The master owns the listening sockets, forks the
 workers (it never imports the app, so a reload runs new code) and loops:
 
-    wait (select on a signal self-pipe, the workers' heartbeat pipes, the metrics
+    wait (poll on a signal self-pipe, the workers' heartbeat pipes, the metrics
     endpoint) -> handle the recorded signals -> read heartbeats -> reap children with
     waitpid(WNOHANG) -> recycle and heal -> tell systemd.
 
@@ -70,7 +70,7 @@ KILL_MARGIN = 5.0  # seconds past max_wait_time before SIGKILL on stop
 FLAP_WINDOW = 10.0
 MAX_BACKOFF = 30.0
 LOOP_TIMEOUT = 0.2
-EXIT_REASONS = {BOOT_ERROR: "could not boot", APP_LOAD_ERROR: "app failed to load"}
+EXIT_REASONS = {BOOT_ERROR: "could not boot", APP_LOAD_ERROR: "could not load the app"}
 MiB = 1024 * 1024
 
 
@@ -190,6 +190,14 @@ class Master:
     def spawn_task_worker(self, slot: int) -> None:
         """Start task worker ``slot`` (swoole only)."""
 
+    def preload(self) -> None:
+        """Import the serving machinery (never the app) once, so forked workers boot fast."""
+        import importlib
+
+        for module in ("procslice.asgi", "uvloop"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
+
     def sample(self) -> None:
         """Once a second: read every child's RSS (swoole adds memory recycling)."""
         for child in self.children.values():
@@ -218,6 +226,7 @@ class Master:
             log.info("metrics on http://%s/metrics", self.config.metrics_listen)
         self.resolve()
         self.on_start()
+        self.preload()
         log.info(
             "procslice %s master %d: %d worker(s)%s, app %s",
             self.model,
@@ -347,22 +356,28 @@ class Master:
 
     def wait(self, timeout: float = LOOP_TIMEOUT) -> None:
         """Sleep until a signal, a heartbeat, a scrape, or ``timeout``."""
-        readers = [self.wakeup_r] + [c.hb_fd for c in self.children.values() if c.hb_fd is not None]
-        writers: list[int] = []
+        poller = select.poll()
+        poller.register(self.wakeup_r, select.POLLIN)
+        for child in self.children.values():
+            if child.hb_fd is not None:
+                poller.register(child.hb_fd, select.POLLIN)
         if self.metrics is not None:
-            readers += self.metrics.read_fds()
-            writers = self.metrics.write_fds()
+            for fd in self.metrics.read_fds():
+                poller.register(fd, select.POLLIN)
+            for fd in self.metrics.write_fds():
+                poller.register(fd, select.POLLOUT)
         try:
-            readable, writable, _ = select.select(readers, writers, [], timeout)
+            events = poller.poll(timeout * 1000)
         except InterruptedError:
             return
-        if self.wakeup_r in readable:
+        ready = [fd for fd, _ in events]
+        if self.wakeup_r in ready:
             with contextlib.suppress(BlockingIOError):
                 while os.read(self.wakeup_r, 4096):
                     pass
         if self.metrics is not None:
             metric_fds = set(self.metrics.fds())
-            for fd in [*readable, *writable]:
+            for fd in ready:
                 if fd in metric_fds:
                     self.metrics.handle(fd)
 
@@ -375,7 +390,12 @@ class Master:
     def fork(self, kind: str, slot: int, body: Callable[[int], int]) -> Child:
         """Fork a child running ``body(heartbeat_write_fd)``; the child never returns."""
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:  # the child
             code = 1
             try:
@@ -440,15 +460,19 @@ class Master:
         if time.monotonic() < self.backoff_until:
             return
         filled = {c.slot for c in self.workers()}
-        for slot in range(self.num_workers):
-            if slot not in filled:
-                self.spawn_worker(slot)
         tasks = {
             c.slot for c in self.children.values() if c.kind == "task" and c.state != "stopping"
         }
-        for slot in range(self.num_task_workers):
-            if slot not in tasks:
-                self.spawn_task_worker(slot)
+        try:
+            for slot in range(self.num_workers):
+                if slot not in filled:
+                    self.spawn_worker(slot)
+            for slot in range(self.num_task_workers):
+                if slot not in tasks:
+                    self.spawn_task_worker(slot)
+        except OSError as exc:  # EAGAIN at TasksMax, ENOMEM: try again after a back-off
+            log.error("cannot fork: %s", exc)
+            self.note_crash()
 
     def reap(self) -> None:
         """Collect exited children (waitpid WNOHANG) and decide what each exit means."""
@@ -492,7 +516,7 @@ class Master:
                     reason,
                     code,
                 )
-                self.abort_replacements(f"a new worker {reason}")
+                self.abort_replacements(f"the new worker {reason}")
             elif not self.stopping:
                 log.error("%s %s (exit code %d)", child.name, reason, code)
                 self.halt_code = code

@@ -1,9 +1,9 @@
 """Prometheus metrics of a supervisor, served by the master on ``metrics_listen``.
 
 The master is single-threaded (it forks workers, so it runs no threads), so the
-endpoint is a tiny non-blocking HTTP/1.0 server driven by the master's own select
+endpoint is a tiny non-blocking HTTP/1.0 server driven by the master's own poll
 loop: :meth:`MetricsServer.read_fds` / :meth:`MetricsServer.write_fds` go into its
-``select`` and :meth:`MetricsServer.handle` serves what is ready.  The exposition
+``poll`` and :meth:`MetricsServer.handle` serves what is ready.  The exposition
 comes from prometheus-client (``generate_latest``) over a collector that reads the
 master's view of its workers at scrape time:
 
@@ -120,7 +120,7 @@ class _Client:
 
 
 class MetricsServer:
-    """A non-blocking scrape endpoint driven by the master's select loop."""
+    """A non-blocking scrape endpoint driven by the master's poll loop."""
 
     def __init__(self, address: str, render: Callable[[], bytes]) -> None:
         family, sockaddr = parse_address(address)

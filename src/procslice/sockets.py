@@ -152,7 +152,9 @@ def listeners(addresses: list[str] | tuple[str, ...]) -> list[Listener]:
     activated = inherited()
     if activated is not None:
         for listener in activated:
-            log.info("listening on %s (socket activation)", _describe(listener.sock))
+            log.info(
+                "listening on %s (socket activation, %s)", _describe(listener.sock), listener.name
+            )
         return activated
     bound = bind(addresses)
     for listener in bound:

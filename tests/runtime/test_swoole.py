@@ -92,7 +92,7 @@ def test_app_import_error_halts_master_with_app_load_exit_code(
     code = sup.proc.wait(timeout=10)
     assert code == 4
     assert time.monotonic() - started < 10
-    assert "app failed to load (exit code 4)" in sup.log()
+    assert "could not load the app (exit code 4)" in sup.log()
     assert "this app is broken on purpose" in sup.log()
 
 
@@ -385,3 +385,54 @@ def test_unix_socket_listen_serves(start_supervisor: StartSupervisor, tmp_path: 
     wait_until(answered, 20, "an answer on the unix socket")
     assert sup.stop() == 0
     assert not path.exists()
+
+
+def test_reload_with_an_app_that_fails_to_import_keeps_old_workers(
+    start_supervisor: StartSupervisor, notify_socket: socket.socket, tmp_path: Path
+) -> None:
+    breaker = tmp_path / "break"
+    sup = start_supervisor(
+        "swoole",
+        "--workers",
+        "2",
+        app="switchable:app",
+        env=notify_env(notify_socket, BREAK_FILE=str(breaker)),
+    )
+    recv_notifications(notify_socket, "READY=1", 20)
+    before = set(sup.children())
+    breaker.touch()
+    sup.signal(signal.SIGHUP)
+    after = recv_notifications(notify_socket, "READY=1", 20)
+    assert any("STATUS=reload failed" in m for m in after), after
+    sup.wait_log("reload aborted")
+    assert sup.proc.poll() is None
+    assert set(sup.children()) == before
+    assert sup.get("/")[0] == 200
+
+
+def proc_field(pid: int, name: str, key: str) -> str:
+    """A value from /proc/<pid>/<name> (status: "Key:\\tvalue"; limits: the soft limit)."""
+    for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+        if line.startswith(key):
+            rest = line[len(key) :].split(":", 1)[-1] if name == "status" else line[len(key) :]
+            return rest.split()[0]
+    raise AssertionError(f"{key} not in /proc/{pid}/{name}")
+
+
+def test_cpu_affinity_pins_each_worker_to_one_cpu(start_supervisor: StartSupervisor) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    sup = start_supervisor("swoole", "--workers", "2", "--cpu-affinity", "true")
+    pinned = sorted(os.sched_getaffinity(pid) for pid in sup.children())
+    assert all(len(cpus) == 1 for cpus in pinned)
+    if len(allowed) >= 2:
+        assert len({min(cpus) for cpus in pinned}) == 2  # round-robin over the allowed CPUs
+
+
+def test_rlimits_are_applied_to_workers(start_supervisor: StartSupervisor) -> None:
+    sup = start_supervisor(
+        "swoole", "--workers", "1", "--rlimit-nofile", "321", "--rlimit-as", "4G"
+    )
+    (worker,) = sup.children()
+    assert proc_field(worker, "limits", "Max open files") == "321"
+    assert proc_field(worker, "limits", "Max address space") == str(4 * 1024**3)
+    assert proc_field(sup.pid, "limits", "Max open files") != "321"  # the master keeps its own

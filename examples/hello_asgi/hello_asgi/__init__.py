@@ -4,7 +4,7 @@ Paths:
   /           200 "hello"   (the benchmark's hello-world)
   /whoami     200 "hello from <service> pid <pid>"
   /healthz    200 "ok"
-  /version    the VERSION environment variable (what a deploy changed)
+  /version    "<VERSION env> <package version>" (what a deploy changed)
   /leak?mb=N  keeps N MiB more in this worker (a memory leak on demand)
   /block?ms=N blocks the event loop for N ms (a blocking call)
   /slow?ms=N  awaits N ms, then answers
@@ -24,6 +24,15 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _leak: list[bytes] = []
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hello-asgi")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _number(query: dict[str, list[str]], key: str, default: int) -> int:
@@ -54,7 +63,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/whoami":
         body = f"hello from {os.environ.get('PROCSLICE_SERVICE', 'asgi')} pid {os.getpid()}"
     elif path == "/version":
-        body = os.environ.get("VERSION", "unset")
+        body = f"{os.environ.get('VERSION', 'unset')} {_package_version()}"
     elif path == "/leak":
         _leak.append(b"x" * (_number(query, "mb", 10) * 1024 * 1024))
         body = f"holding {len(_leak)} blocks"

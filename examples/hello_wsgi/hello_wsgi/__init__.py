@@ -3,7 +3,7 @@
 Paths:
   /           200 "hello from <service> pid <pid>"
   /healthz    200 "ok"
-  /version    the VERSION environment variable (what a deploy changed)
+  /version    "<VERSION env> <package version>" (what a deploy changed)
   /leak?mb=N  keeps N MiB more in this worker (a memory leak on demand)
   /burn?ms=N  spins the CPU for N ms
   /fork?n=N   tries to start N sleeping children; reports how many started
@@ -19,6 +19,15 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 _leak: list[bytes] = []
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hello-wsgi")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _number(query: dict[str, list[str]], key: str, default: int) -> int:
@@ -50,7 +59,7 @@ def app(environ: dict[str, object], start_response: Callable[..., object]) -> It
     if path == "/healthz":
         body = "ok"
     elif path == "/version":
-        body = os.environ.get("VERSION", "unset")
+        body = f"{os.environ.get('VERSION', 'unset')} {_package_version()}"
     elif path == "/leak":
         _leak.append(b"x" * (_number(query, "mb", 10) * 1024 * 1024))
         body = f"holding {len(_leak)} blocks"

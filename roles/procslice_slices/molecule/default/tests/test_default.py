@@ -57,7 +57,10 @@ def test_slices_nest_inside_procslice_slice(host):
 
 
 def test_memory_hog_in_slice_is_oom_killed(host):
-    hog = "b=[]\nfor i in range(40): b.append(bytearray(10*2**20)); b[-1][::4096]=b'x'*(len(b[-1])//4096)"
+    hog = (
+        "b=[]\n"
+        "for i in range(40): b.append(bytearray(10*2**20)); b[-1][::4096]=b'x'*(len(b[-1])//4096)"
+    )
     result = run_in_slice(host, "procslice-mem.slice", hog)
     # 400 MiB into a 64 MiB slice: the kernel kills it (SIGKILL, status 137 or 9).
     assert result.rc != 0, result.stdout + result.stderr

@@ -1,0 +1,177 @@
+"""procslice_gunicorn on a real systemd host: served, sized by budget, enforced, hardened."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import time
+
+import pytest
+
+SERVICES = {"hello-wsgi": 8000, "hello-asgi": 8001, "hello-gthread": 8002}
+
+
+def unit(name: str) -> str:
+    return f"procslice-{name}.service"
+
+
+def get(host, port: int, path: str) -> str:
+    return host.check_output(f"curl -fsS --max-time 10 http://127.0.0.1:{port}{path}")
+
+
+def workers(host, name: str) -> list[int]:
+    main = host.check_output(f"systemctl show -P MainPID {unit(name)}")
+    out = host.run(f"pgrep -P {main}").stdout
+    return [int(p) for p in out.split()]
+
+
+def main_pid(host, name: str) -> str:
+    return host.check_output(f"systemctl show -P MainPID {unit(name)}")
+
+
+def mainpids_before(host) -> dict[str, str]:
+    """The main PIDs side_effect.yml recorded before its change."""
+    lines = host.file("/root/mainpids").content_string.splitlines()
+    return dict(line.split() for line in lines)
+
+
+def journal(host, name: str) -> str:
+    return host.run(f"journalctl -u {unit(name)} --no-pager -n 40").stdout
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_service_answers_through_its_socket(host, name):
+    assert host.service(unit(name)).is_running, journal(host, name)
+    assert host.service(unit(name)).is_enabled
+    socket = unit(name).replace(".service", ".socket")
+    assert host.service(socket).is_running
+    assert get(host, SERVICES[name], "/healthz") == "ok"
+    props = host.check_output(f"systemctl show -p Type -p Slice -p TriggeredBy {unit(name)}")
+    assert "Type=notify" in props
+    assert "Slice=procslice-web.slice" in props
+    assert f"TriggeredBy={socket}" in props
+
+
+def test_workers_auto_sized_from_the_cpu_quota_not_the_host(host):
+    cpus = int(host.check_output("nproc"))
+    # What a process in the service's slice sees (a process of the login session would
+    # see no quota at all).
+    budget = json.loads(
+        host.check_output(
+            "systemd-run --quiet --pipe --wait --collect --slice=procslice-web.slice "
+            "/srv/procslice/hello-wsgi/current/venv/bin/procslice limits --json --model gunicorn"
+        )
+    )
+    # CPUQuota=100% on the slice: one CPU, whatever the host has.
+    assert budget["budget"]["quota_cpus"] == pytest.approx(1.0)
+    expected = 2 * math.ceil(min(cpus, 1.0)) + 1
+    assert len(workers(host, "hello-wsgi")) == expected == 3
+    assert expected <= 2 * cpus + 1
+
+
+def test_fixed_worker_count_is_kept(host):
+    assert len(workers(host, "hello-asgi")) == 2
+    assert len(workers(host, "hello-gthread")) == 1
+
+
+def test_unit_limits_are_set(host):
+    assert host.check_output(f"systemctl show -P MemoryMax {unit('hello-wsgi')}") == str(
+        256 * 2**20
+    )
+    assert host.check_output(f"systemctl show -P TasksMax {unit('hello-wsgi')}") == "64"
+    main = host.check_output(f"systemctl show -P MainPID {unit('hello-wsgi')}")
+    limits = host.file(f"/proc/{main}/limits").content_string
+    assert re.search(r"Max open files\s+4096\s+4096", limits)
+
+
+def test_environment_file_is_private(host):
+    env = host.file("/etc/procslice/hello-wsgi/env")
+    assert env.mode == 0o640
+    assert env.group == "procslice-hello-wsgi"
+
+
+def test_runs_as_its_own_user(host):
+    for pid in workers(host, "hello-wsgi"):
+        assert host.check_output(f"ps -o user= -p {pid}") == "procslice-hello-wsgi"
+
+
+def test_hardening_exposure_at_most_2_5(host):
+    for name in SERVICES:
+        out = host.check_output(f"systemd-analyze security {unit(name)} --no-pager")
+        score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+        print(f"{unit(name)}: exposure {score}")
+        assert score <= 2.5
+
+
+def test_code_change_reloads_without_restart(host):
+    before = dict(line.split() for line in host.file("/root/mainpids").content_string.splitlines())
+    assert (
+        host.check_output(f"systemctl show -P MainPID {unit('hello-wsgi')}") == before["hello-wsgi"]
+    )
+    assert get(host, 8000, "/version") == "1 1.0.1"
+    releases = host.check_output("ls /srv/procslice/hello-wsgi/releases").split()
+    assert len(releases) == 2
+
+
+def test_environment_change_restarts(host):
+    before = dict(line.split() for line in host.file("/root/mainpids").content_string.splitlines())
+    assert (
+        host.check_output(f"systemctl show -P MainPID {unit('hello-asgi')}") != before["hello-asgi"]
+    )
+    assert get(host, 8001, "/version") == "2 1.0.0"
+
+
+def test_killed_worker_is_replaced(host):
+    old = workers(host, "hello-gthread")
+    host.run(f"kill -9 {old[0]}")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        now = workers(host, "hello-gthread")
+        if len(now) == 1 and now != old:
+            break
+        time.sleep(0.5)
+    assert len(now) == 1 and now != old
+    assert get(host, 8002, "/healthz") == "ok"
+
+
+def test_leaking_worker_is_oom_killed_and_service_keeps_answering(host):
+    name = "hello-wsgi"
+    cg = host.check_output(f"systemctl show -P ControlGroup {unit(name)}")
+    oom_file = f"/sys/fs/cgroup/memory{cg}/memory.oom_control"
+    kills = int(re.search(r"oom_kill (\d+)", host.file(oom_file).content_string).group(1))
+    # 256M MemoryMax: 30 leaks of 20 MiB spread over the workers pass it.
+    for _ in range(30):
+        host.run("curl -s --max-time 10 -o /dev/null http://127.0.0.1:8000/leak?mb=20")
+    after = int(re.search(r"oom_kill (\d+)", host.file(oom_file).content_string).group(1))
+    assert after > kills
+    assert host.service(unit(name)).is_running
+    deadline = time.time() + 20
+    while host.run("curl -fsS --max-time 5 http://127.0.0.1:8000/healthz").rc != 0:
+        assert time.time() < deadline
+        time.sleep(0.5)
+
+
+def test_reload_under_load_fails_no_request(host):
+    # A closed-loop client (new connection per request) while the service reloads twice.
+    client = (
+        "import http.client,time,threading,subprocess\n"
+        "ok=bad=0\n"
+        "def reload():\n"
+        "  for _ in range(2):\n"
+        "    time.sleep(1.5)\n"
+        "    subprocess.run(['systemctl','reload','procslice-hello-wsgi.service'],check=True)\n"
+        "t=threading.Thread(target=reload); t.start(); end=time.time()+5\n"
+        "while time.time()<end:\n"
+        "  try:\n"
+        "    c=http.client.HTTPConnection('127.0.0.1',8000,timeout=10); c.request('GET','/')\n"
+        "    r=c.getresponse(); r.read(); ok+= r.status==200; bad+= r.status!=200; c.close()\n"
+        "  except Exception as e:\n"
+        "    bad+=1\n"
+        "t.join(); print(ok,bad)\n"
+    )
+    ok, bad = map(int, host.check_output(f"python3 -c {shlex.quote(client)}").split())
+    print(f"reload under load: {ok} answered, {bad} failed")
+    assert ok > 100
+    assert bad == 0

@@ -1,0 +1,130 @@
+"""The fleet scenario: deploy.yml on 3 hosts over SSH, checked from the controller."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+# The hosts fleet.yml wrote, plus the scenario's data (group_vars, host_vars).
+INVENTORY = Path("/var/tmp/procslice-mfleet/hosts.yml")
+SCENARIO_VARS = REPO / "molecule" / "fleet" / "inventory"
+HOSTS = {"procslice-mfleet1": 19100, "procslice-mfleet2": 19200, "procslice-mfleet3": 19300}
+
+testinfra_hosts = [f"ansible://{name}" for name in HOSTS]
+
+
+def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_FORCE_COLOR", None)  # molecule sets it for its own runs
+    return subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            *("-i", str(INVENTORY), "-i", str(SCENARIO_VARS)),
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    rows = {}
+    output = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    for host, fields in re.findall(r"^(\S+)\s+: (ok=.*)$", output, re.M):
+        rows[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return rows
+
+
+def http(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+        return answer.read().decode().strip()
+
+
+def test_every_service_answers_over_the_published_ports(host):
+    name = host.backend.get_hostname()
+    base = HOSTS[name]
+    assert http(base, "/healthz") == "ok"
+    assert http(base, "/").startswith("hello from hello-wsgi")
+    assert http(base + 1, "/whoami").startswith("hello from hello-asgi")
+
+
+def test_workers_match_the_budget(host):
+    # web: CPUQuota=100% -> 1 CPU -> 3 sync workers (the host formula on 2 CPUs: 5).
+    main = host.check_output("systemctl show -P MainPID procslice-hello-wsgi.service")
+    assert len(host.check_output(f"pgrep -P {main}").split()) == 3
+
+
+def test_services_run_in_their_slice_with_limits(host):
+    props = host.check_output(
+        "systemctl show -p Slice -p MemoryMax -p TasksMax procslice-hello-wsgi.service"
+    )
+    assert "Slice=procslice-web.slice" in props
+    assert f"MemoryMax={384 * 2**20}" in props
+    assert "TasksMax=64" in props
+    cg = host.check_output("systemctl show -P ControlGroup procslice-web.slice")
+    limit = host.file(f"/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes").content_string
+    assert int(limit) == 768 * 2**20
+
+
+def test_deployed_as_the_deploy_user_over_ssh(host):
+    assert host.user().name == "deploy"
+    assert (
+        host.backend.get_connection_type() if hasattr(host.backend, "get_connection_type") else True
+    )
+    assert host.check_output("sudo -n true; echo $?") == "0"
+
+
+@pytest.fixture(scope="module")
+def check_run() -> subprocess.CompletedProcess[str]:
+    return playbook("deploy.yml", "--check", "--diff")
+
+
+def test_check_diff_on_a_deployed_fleet_reports_nothing_to_change(check_run):
+    assert check_run.returncode == 0, check_run.stdout[-3000:] + check_run.stderr[-2000:]
+    rows = recap(check_run.stdout)
+    assert set(rows) == set(HOSTS)
+    for host, row in rows.items():
+        assert row["changed"] == 0, f"{host}: {row}\n{check_run.stdout[-4000:]}"
+        assert row["failed"] == 0
+
+
+def test_bad_input_stops_before_any_host_changes():
+    stamps = {}
+    for name in HOSTS:
+        stamps[name] = subprocess.run(
+            ["podman", "exec", name, "stat", "-c", "%Z", "/etc/systemd/system/procslice-web.slice"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    service = {
+        "name": "api",
+        "model": "gunicorns",
+        "app": "a:b",
+        "package": {"source": "examples/hello_wsgi"},
+        "listen": ["0.0.0.0:8000"],
+    }
+    bad = json.dumps({"procslice_services": [service]})
+    run = playbook("deploy.yml", "-e", bad)
+    assert run.returncode != 0
+    assert "procslice_services[api].model" in run.stdout + run.stderr
+    for row in recap(run.stdout).values():
+        assert row["changed"] == 0
+    for name, stamp in stamps.items():
+        now = subprocess.run(
+            ["podman", "exec", name, "stat", "-c", "%Z", "/etc/systemd/system/procslice-web.slice"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert now == stamp

@@ -3,10 +3,16 @@
 uvicorn's own ``Server.shutdown`` calls ``protocol.shutdown()`` on every connection,
 which closes idle keep-alive connections at once: a request the client had already
 sent on such a connection is lost (a read error for the client).  procslice never
-calls it.  Instead :class:`GatedApp` adds ``Connection: close`` to every response
-that starts while the worker drains (uvicorn then closes the connection after that
-response), and the protocol subclasses below record when a connection went idle so
-the worker closes only connections idle for a while, and only at ``max_wait_time``.
+calls it.  Instead, while the worker drains, every request whose response has not
+started yet is answered with ``Connection: close`` and the connection closes after
+it: with httptools by clearing the request cycle's ``keep_alive`` (uvicorn then adds
+the header itself), with h11 by :class:`ClosingGatedApp` adding the header.  The
+worker closes a connection itself only at ``max_wait_time``, and only one that has
+had no request arriving for a while (see :func:`activity`).
+
+Nothing of this costs a serving request more than one coroutine frame
+(:class:`GatedApp`, the concurrency gate's counter) and one method override on
+each of two parser callbacks.
 """
 
 from __future__ import annotations
@@ -25,36 +31,53 @@ except ImportError:  # httptools is a dependency; h11 keeps things working witho
     HAVE_HTTPTOOLS = False
 
 if TYPE_CHECKING:
-    from procslice.worker import ASGIApp, Message, Receive, Scope, Send, Worker
+    from procslice.worker import ASGIApp, Gate, Message, Receive, Scope, Send, Worker
 
-__all__ = ["GatedApp", "protocol_class"]
+__all__ = ["BUSY", "ClosingGatedApp", "GatedApp", "activity", "gated_app", "protocol_class"]
 
-
-def _made(protocol: Any) -> None:
-    now = protocol.loop.time()
-    protocol.ps_idle_since = now
-    protocol.ps_last_data = now
+BUSY = object()  # activity(): a request is in progress on the connection
 
 
-def _response_complete(protocol: Any) -> None:
-    protocol.ps_idle_since = protocol.loop.time()
+def activity(connection: Any) -> object:
+    """:data:`BUSY`, or a token that changes whenever a request starts arriving.
+
+    A connection whose token stays the same for a while has no request on the wire.
+    """
+    cycle = getattr(connection, "cycle", None)
+    if cycle is not None and not cycle.response_complete:
+        return BUSY
+    if getattr(connection, "pipeline", None):
+        return BUSY
+    token = getattr(connection, "ps_activity", BUSY)
+    return token
+
+
+def _pause_if_full(protocol: Any) -> None:
+    """After a response: count it; stop reading the connection while the gate is full."""
     worker: Worker = protocol.ps_worker
-    worker.count_request()
-    if worker.gate.full and not worker.draining and not protocol.transport.is_closing():
+    if worker.request_limit:
+        worker.count_request()
+    gate = worker.gate
+    if (
+        gate.limit
+        and gate.active >= gate.limit
+        and not worker.draining
+        and not protocol.transport.is_closing()
+    ):
         protocol.flow.pause_reading()
         worker.paused.add(protocol)
 
 
 class DrainAwareH11(H11Protocol):
-    """uvicorn's h11 protocol, tracking idleness for the drain."""
+    """uvicorn's h11 protocol (without httptools), tracking request activity."""
 
-    ps_idle_since: float
-    ps_last_data: float
+    ps_worker: Worker
+    ps_last_data: float = 0.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start tracking."""
-        super().connection_made(transport)
-        _made(self)
+    @property
+    def ps_activity(self) -> object:
+        """Changes with every chunk of request data (h11 buffers partial requests)."""
+        return self.ps_last_data
 
     def data_received(self, data: bytes) -> None:
         """Note that (part of) a request arrived."""
@@ -62,31 +85,42 @@ class DrainAwareH11(H11Protocol):
         super().data_received(data)
 
     def on_response_complete(self) -> None:
-        """Note that the connection is idle; count the request."""
+        """Count the request; back-pressure."""
         super().on_response_complete()
-        _response_complete(self)
+        _pause_if_full(self)
 
 
 class DrainAwareHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol, tracking idleness for the drain."""
+    """uvicorn's httptools protocol, closing keep-alive connections while draining."""
 
-    ps_idle_since: float
-    ps_last_data: float
+    ps_worker: Worker
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start tracking."""
-        super().connection_made(transport)
-        _made(self)
+    @property
+    def ps_activity(self) -> object:
+        """The current request's scope: httptools starts a new one on a request's first byte."""
+        return self.scope
 
-    def data_received(self, data: bytes) -> None:
-        """Note that (part of) a request arrived."""
-        self.ps_last_data = self.loop.time()
-        super().data_received(data)
+    def on_headers_complete(self) -> None:
+        """Start the request; while draining, make it the connection's last."""
+        HttpToolsProtocol.on_headers_complete(self)
+        if self.ps_worker.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
 
     def on_response_complete(self) -> None:
-        """Note that the connection is idle; count the request."""
-        super().on_response_complete()
-        _response_complete(self)
+        """Count the request; back-pressure."""
+        HttpToolsProtocol.on_response_complete(self)
+        _pause_if_full(self)
+
+    def drain(self) -> None:
+        """The worker drains: a response not started yet is the connection's last.
+
+        ``self.cycle`` is the newest request (pipelined ones included).  A response
+        already on its way is left alone (the client may not expect the close): the
+        connection's next request is the one answered with ``Connection: close``.
+        """
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            cycle.keep_alive = False
 
 
 def protocol_class() -> type[asyncio.Protocol]:
@@ -95,11 +129,30 @@ def protocol_class() -> type[asyncio.Protocol]:
 
 
 class GatedApp:
-    """Runs the app under the worker's concurrency gate; closes connections when draining."""
+    """Runs HTTP requests under the worker's concurrency gate (a counter, see ``Gate``)."""
 
     def __init__(self, app: ASGIApp, worker: Worker) -> None:
         self.app = app
         self.worker = worker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI call."""
+        gate: Gate | None = self.worker.gate
+        if gate is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if gate.limit and gate.active >= gate.limit:
+            await gate.wait()
+        else:
+            gate.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            gate.leave()
+
+
+class ClosingGatedApp(GatedApp):
+    """:class:`GatedApp` adding ``Connection: close`` while draining (for h11)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI call."""
@@ -119,5 +172,9 @@ class GatedApp:
                 message = {**message, "headers": headers}
             await send(message)
 
-        async with worker.gate:
-            await self.app(scope, receive, send_closing)
+        await GatedApp.__call__(self, scope, receive, send_closing)
+
+
+def gated_app(app: ASGIApp, worker: Worker) -> GatedApp:
+    """The app wrapper matching :func:`protocol_class`."""
+    return GatedApp(app, worker) if HAVE_HTTPTOOLS else ClosingGatedApp(app, worker)

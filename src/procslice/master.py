@@ -18,6 +18,25 @@ wakes the select); ``handle_<signame>`` methods do the work in the loop:
 * SIGTTIN / SIGTTOU: one worker more / fewer;
 * SIGCHLD: just wakes the loop (reaping happens every turn).
 
+Listening sockets per worker slot: a TCP socket with SO_REUSEPORT (every socket
+procslice binds itself; a socket-activated one when systemd set ReusePort=yes) is
+slot 0's, and the master opens one more socket in its SO_REUSEPORT group for every
+other slot, so the kernel spreads connections evenly over the slots (one shared
+socket lets the first worker to wake take a whole burst of keep-alive connections,
+and they never move).  A worker gets only its slot's sockets; its replacement
+(reload, recycle, crash respawn) inherits the same sockets, which stay open in the
+master throughout, so connections queued meanwhile wait in the backlog and nothing
+is lost.  The price: connections the kernel hashed to a slot whose worker is
+momentarily gone (crash back-off) or full (``max_concurrency``) wait for that slot
+instead of going to another worker.  When SIGTTOU removes a slot, the master closes
+its copy of the slot's sockets *before* telling the slot's worker to drain; the
+worker accepts the backlog, then closes the last copy, so the kernel stops routing
+to it.  Only a connection completing its handshake in the microseconds between that
+last accept and the close is reset (none with ``net.ipv4.tcp_migrate_req = 1``,
+which migrates them to the other slots' sockets).  Sockets that cannot be split (unix
+sockets, socket-activated ones without SO_REUSEPORT or owned by another user) are
+shared by every worker, which then accepts a few connections per wake-up only.
+
 A worker that exits with :data:`~procslice.worker.BOOT_ERROR` or
 :data:`~procslice.worker.APP_LOAD_ERROR` halts the master with the same exit code
 (during a reload it only aborts the reload and the old workers keep serving).  Any
@@ -50,7 +69,7 @@ from procslice import logs
 from procslice.config import CONFIG_ERROR, ConfigError, Model, ServiceConfig, from_args
 from procslice.metrics import MetricsServer, Snapshot, WorkerSample, registry_for, render
 from procslice.sdnotify import Notifier
-from procslice.sockets import Listener, listeners
+from procslice.sockets import Listener, listeners, reuseport_twin
 from procslice.worker import (
     APP_LOAD_ERROR,
     BOOT_ERROR,
@@ -123,7 +142,9 @@ class Master:
     ) -> None:
         self.config = config
         self.reload_config = reload_config
-        self.listeners: list[Listener] = []
+        self.listeners: list[Listener] = []  # the bound or inherited sockets (slot 0's)
+        self.slot_listeners: dict[int, list[Listener]] = {}  # slot -> its sockets
+        self.spread: list[bool] = []  # per listener: one socket per slot?
         self.children: dict[int, Child] = {}
         self.num_workers = 1
         self.num_task_workers = 0
@@ -171,11 +192,58 @@ class Master:
         """What a new worker in ``slot`` gets."""
         return WorkerSpec(
             config=self.config,
-            listeners=self.listeners,
+            listeners=self.listeners_for(slot),
             slot=slot,
             heartbeat_fd=hb_fd,
             master_pid=self.pid,
         )
+
+    def split_listeners(self) -> None:
+        """Decide which sockets get one per slot; open those of the first slots."""
+        self.spread = [listener.reuseport for listener in self.listeners]
+        for listener, spread in zip(self.listeners, self.spread, strict=True):
+            listener.shared = not spread
+        for slot in range(self.num_workers):
+            self.listeners_for(slot)
+
+    def listeners_for(self, slot: int) -> list[Listener]:
+        """The listening sockets of worker ``slot`` (opened on first use)."""
+        mine = self.slot_listeners.get(slot)
+        if mine is not None:
+            return mine
+        mine = []
+        for index, primary in enumerate(self.listeners):
+            if slot == 0 or not self.spread[index]:
+                mine.append(primary)
+                continue
+            try:
+                mine.append(reuseport_twin(primary))
+            except OSError as exc:
+                log.warning(
+                    "%s: cannot open a SO_REUSEPORT socket per worker (%s): "
+                    "the workers share one socket",
+                    primary.name,
+                    exc.strerror or exc,
+                )
+                self.spread[index] = False
+                primary.shared = True
+                mine.append(primary)
+        self.slot_listeners[slot] = mine
+        return mine
+
+    def release_slot(self, slot: int) -> None:
+        """Close the master's copies of a removed slot's own sockets."""
+        for listener in self.slot_listeners.pop(slot, []):
+            if not any(listener is primary for primary in self.listeners):
+                with contextlib.suppress(OSError):
+                    listener.sock.close()
+
+    def all_listeners(self) -> list[Listener]:
+        """Every listening socket the master holds."""
+        result = list(self.listeners)
+        for mine in self.slot_listeners.values():
+            result += [ls for ls in mine if not any(ls is known for known in result)]
+        return result
 
     def child_fds(self, kind: str) -> list[int]:
         """Descriptors of the master a forked child of ``kind`` must close."""
@@ -225,6 +293,7 @@ class Master:
                 return BOOT_ERROR
             log.info("metrics on http://%s/metrics", self.config.metrics_listen)
         self.resolve()
+        self.split_listeners()
         self.on_start()
         self.preload()
         log.info(
@@ -426,11 +495,17 @@ class Master:
         for fd in self.child_fds(kind):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        keep = self.slot_listeners.get(slot, []) if kind == "worker" else []
+        for listener in self.all_listeners():
+            if not any(listener is mine for mine in keep):
+                with contextlib.suppress(OSError):
+                    listener.sock.close()  # another slot's socket: not ours to hold
         logs.set_role(f"task {slot}" if kind == "task" else f"worker {slot}")
         self.children.clear()
 
     def spawn_worker(self, slot: int, replaces: int | None = None) -> Child:
         """Fork a serving worker for ``slot``."""
+        self.listeners_for(slot)  # opened in the master, before the fork
         child = self.fork("worker", slot, lambda fd: run_worker(self.worker_spec(slot, fd)))
         child.replaces = replaces
         log.debug("spawned %s", child.name)
@@ -453,10 +528,12 @@ class Master:
         """Start missing workers and task workers; stop those past the wanted count."""
         if self.stopping or self.halt_code is not None:
             return
-        for child in self.workers():
-            if child.slot >= self.num_workers:
-                log.info("stopping %s (fewer workers wanted)", child.name)
-                self.stop_child(child)
+        removed = [c for c in self.workers() if c.slot >= self.num_workers]
+        for slot in [s for s in self.slot_listeners if s >= self.num_workers]:
+            self.release_slot(slot)  # before the drain: the worker closes the last copy
+        for child in removed:
+            log.info("stopping %s (fewer workers wanted)", child.name)
+            self.stop_child(child)
         if time.monotonic() < self.backoff_until:
             return
         filled = {c.slot for c in self.workers()}
@@ -792,7 +869,7 @@ class Master:
         """Release the master's descriptors."""
         if self.metrics is not None:
             self.metrics.close()
-        for listener in self.listeners:
+        for listener in self.all_listeners():
             with contextlib.suppress(OSError):
                 listener.sock.close()
             if not listener.activated and listener.name.startswith("unix:"):

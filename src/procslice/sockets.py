@@ -7,6 +7,13 @@ sd_listen_fds(3).  Otherwise the ``listen`` addresses are bound here:
 backlog of 2048.  Every socket is returned non-blocking; the supervisor keeps them
 for its whole life and its workers inherit them across fork, so a worker that
 exits never closes the listening socket and connections wait in its backlog.
+
+TCP addresses bound here get SO_REUSEPORT, so that the master can give every
+worker slot a socket of its own on the same address (:func:`reuseport_twin`): the
+kernel then spreads new connections evenly over the slots instead of letting the
+first worker to wake take a whole burst.  Before binding, a probe bind without
+SO_REUSEPORT makes sure nobody else already listens there (SO_REUSEPORT alone would
+let a second server started by mistake silently share the port).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ __all__ = [
     "inherited",
     "listeners",
     "parse_address",
+    "reuseport_twin",
 ]
 
 BACKLOG = 2048
@@ -41,6 +49,17 @@ class Listener:
     sock: socket.socket
     name: str  # the listen address, or the LISTEN_FDNAMES name under activation
     activated: bool
+    shared: bool = True  # other worker slots accept on this very socket too
+
+    @property
+    def reuseport(self) -> bool:
+        """Whether more sockets can join this one's SO_REUSEPORT group."""
+        if not self.is_tcp:
+            return False
+        try:
+            return bool(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+        except OSError:
+            return False
 
     @property
     def is_tcp(self) -> bool:
@@ -86,7 +105,10 @@ def _bind_one(text: str) -> socket.socket:
                 if stat.S_ISSOCK(os.stat(address).st_mode):
                     os.unlink(address)  # a stale socket from an earlier run
         else:
+            assert isinstance(address, tuple)
+            address = _probe(family, address)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
@@ -96,6 +118,41 @@ def _bind_one(text: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _probe(family: socket.AddressFamily, address: tuple[str, int]) -> tuple[str, int]:
+    """Bind ``address`` without SO_REUSEPORT (EADDRINUSE if anyone listens); the port."""
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(address)
+        return address[0], probe.getsockname()[1]  # port 0 resolved
+    finally:
+        probe.close()
+
+
+def reuseport_twin(listener: Listener) -> Listener:
+    """A new listening socket in ``listener``'s SO_REUSEPORT group (same address).
+
+    Raises OSError when the kernel refuses (e.g. EADDRINUSE when the socket was
+    created by another user, as systemd's are unless the service runs as root).
+    """
+    sock = socket.socket(listener.sock.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if listener.sock.family == socket.AF_INET6:
+            v6only = listener.sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        sock.bind(listener.sock.getsockname())
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return Listener(sock, listener.name, activated=listener.activated, shared=False)
 
 
 def bind(addresses: list[str] | tuple[str, ...]) -> list[Listener]:

@@ -91,11 +91,9 @@ class SwooleMaster(Master):
         return spec
 
     def child_fds(self, kind: str) -> list[int]:
-        """Serving workers close the task socket; task workers close the listeners."""
+        """Serving workers close the task socket (every child closes foreign listeners)."""
         fds = super().child_fds(kind)
-        if kind == "task":
-            fds += [listener.sock.fileno() for listener in self.listeners]
-        elif self.task_sock is not None:
+        if kind != "task" and self.task_sock is not None:
             fds.append(self.task_sock.fileno())
         return fds
 

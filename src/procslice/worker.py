@@ -11,16 +11,18 @@ loop (uvloop when importable) that accepts on the inherited listening sockets:
 * ``interface = "raw"``: the app is a factory returning an ``asyncio.Protocol`` per
   connection.
 
-Around it: a concurrency gate (``max_concurrency`` requests at once, an
-``asyncio.Semaphore``; while it is full the worker stops accepting and stops reading
-idle keep-alive connections, so the kernel backlog and other workers absorb the
-load); a loop-lag monitor warning past ``loop_lag_warn_ms``; a bounded default
+Around it: a concurrency gate (``max_concurrency`` requests at once, a plain counter;
+while it is full the worker stops accepting and stops reading idle keep-alive
+connections, and a request parsed meanwhile waits for a free slot, so the kernel
+backlog absorbs the load); a loop-lag monitor warning past ``loop_lag_warn_ms``; a bounded default
 executor of ``threads`` threads for ``asyncio.to_thread``; and a heartbeat, one JSON
 line a second on a pipe to the master (state, requests served, in flight, RSS, loop
 lag, and a request to be replaced after ``max_request``).
 
 Draining (SIGTERM) never closes a connection under a request that may be on the
-wire: the worker stops accepting, answers the next request of every keep-alive
+wire: the worker stops accepting (first taking the connections already queued on its
+slot's own sockets, which it may hold the last copy of: see :mod:`procslice.master`),
+answers the next request of every keep-alive
 connection with ``Connection: close`` (responses that already started are left
 alone: the connection stays usable and its next request is the one that closes it),
 and only once ``max_wait_time`` has passed closes connections idle longer than a
@@ -44,6 +46,7 @@ import resource
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +70,8 @@ APP_LOAD_ERROR = 4
 HEARTBEAT_INTERVAL = 1.0
 LAG_INTERVAL = 0.1  # seconds between two loop-lag probes
 IDLE_GRACE = 0.25  # a connection idle this long has no request on the wire (at the deadline)
-ACCEPT_BATCH = 64
+ACCEPT_BATCH = 64  # connections accepted per wake-up on this slot's own socket
+SHARED_ACCEPT_BATCH = 4  # ... on a socket every worker accepts on (fairness)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 log = logging.getLogger("procslice.worker")
@@ -112,12 +116,17 @@ class WorkerSpec:
 
 
 class Gate:
-    """The per-process concurrency bound; tells the worker when it fills and frees."""
+    """The per-process concurrency bound; tells the worker when it fills and frees.
+
+    A plain counter on the hot path; only work that starts while the gate is full
+    waits (in FIFO order), and a leaving unit hands its place straight to the
+    longest waiter.
+    """
 
     def __init__(self, limit: int, on_full: Callable[[], None], on_free: Callable[[], None]):
         self.limit = limit
         self.active = 0
-        self.semaphore = asyncio.Semaphore(limit) if limit else None
+        self.waiters: deque[asyncio.Future[None]] = deque()
         self.on_full = on_full
         self.on_free = on_free
 
@@ -127,27 +136,34 @@ class Gate:
         return self.limit > 0 and self.active >= self.limit
 
     def enter(self) -> None:
-        """Count one more unit of work (the caller holds the semaphore, if any)."""
+        """Count one more unit of work (the caller checked there is room)."""
         self.active += 1
-        if self.full:
+        if self.limit and self.active >= self.limit:
             self.on_full()
 
     def leave(self) -> None:
-        """Count one unit of work done."""
-        was_full = self.full
+        """Count one unit of work done; its place goes to a waiter, if any."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the count stays: the waiter holds the place now
+                return
+        limit = self.limit
         self.active -= 1
-        if was_full and not self.full:
+        if limit and self.active == limit - 1:
             self.on_free()
 
-    async def __aenter__(self) -> None:
-        if self.semaphore is not None:
-            await self.semaphore.acquire()
-        self.enter()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.leave()
-        if self.semaphore is not None:
-            self.semaphore.release()
+    async def wait(self) -> None:
+        """Wait for a place (the gate is full); on return the caller holds one."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # a place was handed over just as we were cancelled
+            raise
 
 
 class Acceptor:
@@ -176,23 +192,35 @@ class Acceptor:
         self.accepting = True
 
     def pause(self) -> None:
-        """Stop accepting; connections wait in the kernel backlog for any worker."""
+        """Stop accepting; connections wait in the kernel backlog."""
         if not self.accepting:
             return
         for listener in self.listeners:
             self.loop.remove_reader(listener.sock.fileno())
         self.accepting = False
 
-    def close(self) -> None:
-        """Stop for good and close this process's copies of the listening sockets."""
+    def close(self, sweep: bool = False) -> None:
+        """Stop for good and close this process's copies of the listening sockets.
+
+        With ``sweep``, first accept (and hand over) every connection queued on the
+        sockets this slot owns: if this process holds their last copy (SIGTTOU
+        removed the slot), closing them would reset the queued connections.
+        """
         self.pause()
         self.closed = True
         for listener in self.listeners:
+            if sweep and not listener.shared:
+                self._accept(listener, 1 << 30, lambda: True)
             listener.sock.close()
 
     def _ready(self, listener: Listener) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if not self.can_accept():
+        self._accept(
+            listener, SHARED_ACCEPT_BATCH if listener.shared else ACCEPT_BATCH, self.can_accept
+        )
+
+    def _accept(self, listener: Listener, batch: int, can_accept: Callable[[], bool]) -> None:
+        for _ in range(batch):
+            if not can_accept():
                 self.pause()
                 return
             try:
@@ -301,7 +329,7 @@ class Worker:
             backlog=2048,
         )
         config.load()
-        config.loaded_app = asgi.GatedApp(config.loaded_app, self)
+        config.loaded_app = asgi.gated_app(config.loaded_app, self)
         return config
 
     # ------------------------------------------------------------------ the loop
@@ -528,7 +556,7 @@ class Worker:
     async def drain(self) -> None:
         """Stop accepting, let keep-alive connections close on their next response, exit."""
         self.draining = True
-        self.acceptor.close()
+        self.acceptor.close(sweep=not self.quick)
         self.heartbeat("draining")
         for connection in self.paused:
             if not connection.transport.is_closing():
@@ -545,23 +573,44 @@ class Worker:
         wait = self.config.max_wait_time
         log.info("draining %d connection(s) for up to %.1f s", len(self.connections()), wait)
         deadline = self.loop.time() + wait
+        marks: dict[Any, tuple[object, float]] = {}
         while self.connections() and self.loop.time() < deadline:
+            self.watch_idle(marks)
             await asyncio.sleep(0.05)
         # Past the deadline: close what idles (no request can be on the wire of a
         # connection idle for IDLE_GRACE); give the busy ones the grace to finish.
         end = self.loop.time() + IDLE_GRACE * 2
         while self.connections() and self.loop.time() < end:
-            now = self.loop.time()
-            for connection in self.connections():
-                idle_for = idle_time(connection, now)
-                if idle_for is not None and idle_for >= IDLE_GRACE:
-                    connection.transport.close()
+            for connection in self.watch_idle(marks):
+                connection.transport.close()
             await asyncio.sleep(0.05)
         left = self.connections()
         if left:
             log.warning("max_wait_time %.1f s passed: closing %d connection(s)", wait, len(left))
             self.close_all()
         await asyncio.sleep(0)
+
+    def watch_idle(self, marks: dict[Any, tuple[object, float]]) -> list[Any]:
+        """Update ``marks`` (connection -> activity token, since); those idle IDLE_GRACE."""
+        from procslice.asgi import BUSY, activity
+
+        now = self.loop.time()
+        idle = []
+        connections = self.connections()
+        for connection in connections:
+            token = activity(connection)
+            mark = marks.get(connection)
+            if token is BUSY:
+                marks.pop(connection, None)
+            elif mark is None or mark[0] is not token:
+                marks[connection] = (token, now)
+            elif now - mark[1] >= IDLE_GRACE:
+                idle.append(connection)
+        if len(marks) > len(connections):
+            alive = set(connections)
+            for gone in [c for c in marks if c not in alive]:
+                del marks[gone]
+        return idle
 
     def close_all(self) -> None:
         """Close every connection and cancel the app's tasks."""
@@ -574,21 +623,6 @@ class Worker:
                 task.cancel()
 
 
-def idle_time(connection: Any, now: float) -> float | None:
-    """How long ``connection`` has had no request in progress, None when busy."""
-    since = getattr(connection, "ps_idle_since", None)
-    if since is None:
-        return None
-    cycle = getattr(connection, "cycle", None)
-    if cycle is not None and not cycle.response_complete:
-        return None
-    if getattr(connection, "pipeline", None):
-        return None
-    if getattr(connection, "ps_last_data", 0.0) > since:
-        return None  # part of a request has arrived
-    return float(now - since)
-
-
 class RawConnection(asyncio.Protocol):
     """Wraps the app's protocol to count and track its connection."""
 
@@ -596,7 +630,6 @@ class RawConnection(asyncio.Protocol):
         self.inner = inner
         self.worker = worker
         self.transport: asyncio.BaseTransport | None = None
-        self.ps_idle_since: float | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Track the connection, then hand over to the app's protocol."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 # The hosts fleet.yml wrote, plus the scenario's data (group_vars, host_vars).
@@ -128,3 +130,71 @@ def test_bad_input_stops_before_any_host_changes():
             check=True,
         ).stdout
         assert now == stamp
+
+
+def releases(name: str) -> list[str]:
+    out = subprocess.run(
+        ["podman", "exec", name, "ls", "/srv/procslice/hello-wsgi/releases"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(out.split())
+
+
+def current(name: str) -> str:
+    return subprocess.run(
+        ["podman", "exec", name, "readlink", "/srv/procslice/hello-wsgi/current"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_path):
+    """An app that crashes at import: the canary's health gate rolls it back, no other
+    host is touched, and every host still serves the old release."""
+    broken = tmp_path / "hello_wsgi"
+    shutil.copytree(REPO / "examples" / "hello_wsgi", broken)
+    pyproject = broken / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "9.9.9"'))
+    module = broken / "hello_wsgi" / "__init__.py"
+    module.write_text(module.read_text() + '\nraise RuntimeError("broken on purpose")\n')
+    data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+    for service in data["procslice_services"]:
+        if service["name"] == "hello-wsgi":
+            service["package"] = {"source": str(broken)}
+    extra = tmp_path / "broken.json"
+    extra.write_text(json.dumps({"procslice_services": data["procslice_services"]}))
+    before = {name: releases(name) for name in HOSTS}
+    current_before = {name: current(name) for name in HOSTS}
+
+    run = playbook("deploy.yml", "-e", f"@{extra}")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    assert "failed its health gate; rolled back" in output, output[-4000:]
+    rows = recap(run.stdout)
+    canary, *rest = sorted(HOSTS)
+    assert rows[canary]["failed"] == 1
+    for name in rest:
+        # The rollout stopped after the canary: the other hosts got no release.
+        assert rows[name]["changed"] == 0, rows
+        assert releases(name) == before[name]
+    # The canary serves its old release again and keeps the failed one for inspection.
+    assert current(canary) == current_before[canary]
+    kept = subprocess.run(
+        [
+            "podman",
+            "exec",
+            canary,
+            "sh",
+            "-c",
+            "ls -d /srv/procslice/hello-wsgi/releases/*/venv/lib/python3*/site-packages/"
+            "hello_wsgi-9.9.9.dist-info",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert kept.returncode == 0, kept.stderr
+    for name, port in HOSTS.items():
+        assert http(port, "/version") == "1 1.0.0", name

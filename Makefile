@@ -13,7 +13,7 @@ FLEET_SIZE ?= 3
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: help setup deps venv image fleet fleet-down deploy demo show test lint pytest molecule molecule-roles molecule-fleet bench clean
+.PHONY: help setup deps venv image demo-image fleet fleet-down deploy demo show test lint pytest molecule molecule-roles molecule-fleet bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,13 +34,16 @@ $(VENV)/.stamp: requirements/controller.txt
 image: deps ## Build the Debian 12 systemd base image (only when its recipe changed)
 	@scripts/build-base-image.sh
 
+demo-image: image ## Build the demo podman app image archive (.cache/images; only when its recipe changed)
+	@scripts/build-demo-image.sh
+
 fleet: setup ## Start the local fleet (FLEET_SIZE hosts, default 3)
 	ansible-playbook playbooks/fleet.yml -e fleet_size=$(FLEET_SIZE)
 
 fleet-down: venv ## Destroy the local fleet
 	ansible-playbook playbooks/fleet.yml -e fleet_state=absent
 
-deploy: fleet ## Deploy inventory/local to the local fleet
+deploy: fleet demo-image ## Deploy inventory/local to the local fleet
 	ansible-playbook deploy.yml
 
 show: venv ## Show every service answering, with its slice, limits and workers
@@ -66,7 +69,10 @@ molecule-roles: setup
 	  (cd roles/$$role && molecule test) || exit 1; \
 	done
 
-molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
+molecule-demo-image: image ## Build the demo podman app image archive (.cache/images; only when its recipe changed)
+	@scripts/build-demo-image.sh
+
+fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	molecule test -s fleet
 
 test: setup lint pytest molecule ## Everything CI runs

@@ -355,7 +355,7 @@ def test_model_specific_keys_pass_through_unchanged() -> None:
     assert (svc["max_request"], svc["memory_limit"], svc["task_worker_num"]) == (10000, "200M", 2)
 
 
-def test_podman_ports_pass_through_and_feed_listen() -> None:
+def test_podman_ports_become_publish_and_feed_listen_and_ports() -> None:
     svc = service(
         {
             "name": "proxy",
@@ -364,11 +364,197 @@ def test_podman_ports_pass_through_and_feed_listen() -> None:
             "ports": ["8080:80", "127.0.0.1:8443:443/tcp", "53:53/udp"],
         }
     )
-    assert svc["ports"] == ["8080:80", "127.0.0.1:8443:443/tcp", "53:53/udp"]
+    # the publish list as podman takes it; `ports` are the host's tcp ports, as for
+    # every model (playbooks read service.ports[0])
+    assert svc["publish"] == ["8080:80", "127.0.0.1:8443:443/tcp", "53:53/udp"]
+    assert svc["ports"] == [8080, 8443]
     assert svc["listen"] == ["0.0.0.0:8080", "127.0.0.1:8443"]
     assert svc["image"] == "nginx:1.27"
     assert svc["health"] == {"http": None, "tcp": True, "timeout": 10}
     assert svc["interface"] is None
+
+
+# ---- podman: image source, command, volumes, run flags --------------------------------
+
+
+def podman(name: str = "proxy", **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": name,
+        "model": "podman",
+        "image": "docker.io/library/nginx:1.27",
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("extra", "pull"),
+    [
+        ({}, "missing"),  # a registry image: podman's default
+        ({"pull": True}, "missing"),
+        ({"pull": False}, "never"),
+        ({"pull": "always"}, "always"),
+        ({"pull": "newer"}, "newer"),
+        ({"image": "localhost/demo:1"}, "never"),  # no registry serves it
+        ({"image": "nginx"}, "never"),  # a short name: no search registries
+        ({"image_archive": "files/demo.tar.gz"}, "never"),
+    ],
+)
+def test_podman_pull_policy_defaults_to_what_can_be_pulled(
+    extra: dict[str, Any], pull: str
+) -> None:
+    assert service(podman(**extra))["pull"] == pull
+
+
+def test_podman_limits_become_podman_run_flags_and_unit_directives() -> None:
+    svc = service(
+        podman(
+            limits={
+                "cpus": 1.5,
+                "cpu_weight": 50,
+                "memory": "256M",
+                "memory_swap_max": "64M",
+                "reservations": {"memory": "128M"},
+                "pids_limit": 64,
+                "device_read_bps": {"/dev/vda": "50M"},
+                "device_write_bps": [{"path": "/dev/vda", "rate": "20M"}],
+                "cpuset": "0 2-3",
+                "limit_nofile": "1024:4096",
+            }
+        )
+    )
+    assert svc["podman_args"] == [
+        "--cpus=1.5",
+        "--cpu-shares=512",
+        f"--memory={256 * M}",
+        f"--memory-swap={320 * M}",  # podman counts memory plus swap
+        f"--memory-reservation={128 * M}",
+        "--pids-limit=64",
+        f"--device-read-bps=/dev/vda:{50 * M}",
+        f"--device-write-bps=/dev/vda:{20 * M}",
+        "--cpuset-cpus=0,2-3",
+        "--ulimit=nofile=1024:4096",
+    ]
+    # the unit keeps the same limits (50-limits.conf)
+    assert svc["directives"]["MemoryMax"] == str(256 * M)
+    assert svc["directives"]["TasksMax"] == "64"
+    assert svc["directives"]["CPUQuota"] == "150%"
+
+
+def test_podman_no_swap_and_unlimited_values() -> None:
+    svc = service(podman(limits={"memory": "64M", "memory_swap_max": 0, "tasks_max": "infinity"}))
+    assert svc["podman_args"] == [
+        f"--memory={64 * M}",
+        f"--memory-swap={64 * M}",
+        "--pids-limit=-1",
+    ]
+    svc = service(podman(limits={"memory": "64M", "memory_swap_max": "infinity"}))
+    assert svc["podman_args"] == [f"--memory={64 * M}", "--memory-swap=-1"]
+    assert service(podman(limits={"memory": "infinity", "limit_nofile": 4096}))["podman_args"] == [
+        "--ulimit=nofile=4096:4096"
+    ]
+
+
+def test_podman_cpu_quota_percent_becomes_cpus() -> None:
+    assert service(podman(limits={"cpu_quota": "33.33%"}))["podman_args"] == ["--cpus=0.3333"]
+
+
+def test_podman_command_and_volumes_are_lists() -> None:
+    svc = service(
+        podman(command="serve --port '8 0'", volumes=["/srv/data:/data:ro", "cache:/cache"])
+    )
+    assert svc["command"] == ["serve", "--port", "8 0"]
+    assert svc["volumes"] == ["/srv/data:/data:ro", "cache:/cache"]
+    assert service(podman(command=["sleep", 10]))["command"] == ["sleep", "10"]
+    assert service(podman())["command"] == [] and service(podman())["volumes"] == []
+
+
+def test_non_podman_services_get_no_podman_keys() -> None:
+    assert "podman_args" not in service(gunicorn())
+
+
+@pytest.mark.parametrize(
+    ("limits", "path", "text"),
+    [
+        ({"memory_swap_max": 0}, "limits.memory_swap_max", "needs a memory limit"),
+        ({"memory": "infinity", "memory_swap_max": 0}, "limits.memory_swap_max", "needs a"),
+        ({"limit_nofile": "infinity"}, "limits.limit_nofile", "cannot set an unlimited nofile"),
+        ({"limit_as": "4G"}, "limits.limit_as", "cannot set an address-space limit"),
+        (
+            {"device_read_bps": {"/dev/vda": "infinity"}},
+            "limits.device_read_bps",
+            "--device-read-bps takes a rate, not infinity",
+        ),
+        (
+            {"io_write_bandwidth_max": {"/dev/vda": "infinity"}},
+            "limits.io_write_bandwidth_max",
+            "--device-write-bps takes a rate",
+        ),
+    ],
+)
+def test_error_limit_podman_cannot_express(limits: dict[str, Any], path: str, text: str) -> None:
+    message = one_error(services=[podman(limits=limits)])
+    assert message.startswith(f"procslice_services[proxy].{path}: "), message
+    assert text in message
+
+
+def test_limits_podman_cannot_express_are_fine_on_other_models() -> None:
+    assert errors(services=[gunicorn(limits={"limit_as": "4G", "memory_swap_max": 0})]) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "path", "text"),
+    [
+        ({"pull": "sometimes"}, "pull", "is not a pull policy"),
+        ({"pull": True, "image_archive": "files/a.tar"}, "pull", "pulls the image that"),
+        ({"pull": "always", "image": "localhost/demo:1"}, "image", "built locally"),
+        ({"pull": True, "image": "nginx:1.27"}, "image", "docker.io/library/nginx:1.27"),
+        ({"image_archive": ""}, "image_archive", "is not a path"),
+        ({"command": {"run": "x"}}, "command", "is not a command"),
+        ({"command": "serve 'unclosed"}, "command", "does not parse"),
+        ({"volumes": "/srv:/data"}, "volumes", "is not a list"),
+        ({"volumes": ["data"]}, "volumes[0]", "is not a volume"),
+        ({"volumes": ["/srv:data"]}, "volumes[0]", "is not a volume"),
+        ({"volumes": ["bad name!:/data"]}, "volumes[0]", "is not a volume"),
+    ],
+)
+def test_error_podman_image_source_command_volumes(
+    extra: dict[str, Any], path: str, text: str
+) -> None:
+    # (an archive is looked for on disk too: that check has its own test)
+    found = [
+        m for m in errors(services=[podman(**extra)]) if "not a file on the controller" not in m
+    ]
+    assert len(found) == 1, found
+    message = found[0]
+    assert message.startswith(f"procslice_services[proxy].{path}: "), message
+    assert text in message
+
+
+def test_image_archive_must_exist_on_the_controller(tmp_path: Path) -> None:
+    data = podman(image="localhost/demo:1", image_archive="images/demo.tar.gz")
+    message = ps.procslice_errors([], [data], str(tmp_path))
+    assert len(message) == 1, message
+    assert message[0].startswith(
+        'procslice_services[proxy].image_archive: "images/demo.tar.gz" is not a file on the '
+        f"controller (looked for {tmp_path}/images/demo.tar.gz)"
+    )
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "demo.tar.gz").write_bytes(b"")
+    assert ps.procslice_errors([], [data], str(tmp_path)) == []
+    # an absolute path is taken as it is
+    absolute = podman(image="localhost/demo:1", image_archive=str(tmp_path / "images/demo.tar.gz"))
+    assert ps.procslice_errors([], [absolute], "/nonexistent") == []
+
+
+def test_image_archive_of_an_absent_service_is_not_checked(tmp_path: Path) -> None:
+    data = podman(image_archive="gone.tar", state="absent")
+    assert ps.procslice_errors([], [data], str(tmp_path)) == []
+
+
+def test_normalize_does_not_look_at_the_image_archive_on_disk() -> None:
+    svc = service(podman(image="localhost/demo:1", image_archive="/nonexistent/demo.tar.gz"))
+    assert svc["image_archive"] == "/nonexistent/demo.tar.gz" and svc["pull"] == "never"
 
 
 def test_raw_listener_gets_a_tcp_health_check() -> None:
@@ -1022,3 +1208,165 @@ def test_errors_are_collected_not_stopped_at_the_first() -> None:
         [gunicorn(model="uwsgi", workers=0, state="gone")],
     )
     assert len(found) == 4
+
+
+# ---- aio and swoole --------------------------------------------------------------------
+
+
+def supervisor(model: str = "swoole", **extra: Any) -> dict[str, Any]:
+    return gunicorn(model=model, listen=["127.0.0.1:8003"], **extra)
+
+
+def test_supervisor_keys_match_the_runtime_config() -> None:
+    from dataclasses import fields
+
+    from procslice import config
+
+    runtime = {f.name for f in fields(config.ServiceConfig)}
+    ours = set(ps.AIO_KEYS) | set(ps.SWOOLE_KEYS)
+    assert ours <= runtime
+    assert set(ps.SWOOLE_KEYS) == set(config.SWOOLE_ONLY)
+    # the runtime's defaults are the filter's
+    defaults = config.ServiceConfig()
+    for key, value in {**ps.AIO_DEFAULTS, **ps.SWOOLE_DEFAULTS}.items():
+        expected = getattr(defaults, key)
+        if key == "memory_limit":
+            assert (value, expected) == ("auto", None)
+        else:
+            assert value == expected, key
+    assert defaults.threads == ps.SUPERVISOR_THREADS
+    assert ps.LOG_LEVELS == config.LOG_LEVELS
+
+
+def test_aio_gets_the_runtime_defaults_and_no_swoole_keys() -> None:
+    svc = service(supervisor("aio"))
+    assert {k: svc[k] for k in ps.AIO_DEFAULTS} == ps.AIO_DEFAULTS
+    assert svc["threads"] == 8
+    assert not set(ps.SWOOLE_KEYS) & set(svc)
+
+
+def test_swoole_gets_the_runtime_defaults() -> None:
+    svc = service(supervisor())
+    assert {k: svc[k] for k in ps.SWOOLE_DEFAULTS} == ps.SWOOLE_DEFAULTS
+    assert svc["memory_limit_bytes"] is None
+    assert service(supervisor(memory_limit="200M"))["memory_limit_bytes"] == 200 * M
+    assert service(supervisor(memory_limit=0))["memory_limit_bytes"] == 0
+
+
+def test_gunicorn_gets_no_supervisor_keys() -> None:
+    svc = service(gunicorn())
+    assert not (set(ps.AIO_KEYS) | set(ps.SWOOLE_KEYS)) & set(svc)
+
+
+@pytest.mark.parametrize("key", ["task_worker_num", "memory_limit", "cpu_affinity"])
+def test_error_swoole_key_on_a_gunicorn_service(key: str) -> None:
+    value = {"task_worker_num": 2, "memory_limit": "200M", "cpu_affinity": True}[key]
+    message = one_error(services=[gunicorn(**{key: value})])
+    assert message.startswith(f"procslice_services[api].{key}: is a swoole setting; ")
+
+
+def test_error_task_workers_on_gunicorn_says_use_swoole() -> None:
+    message = one_error(services=[gunicorn(task_worker_num=2)])
+    assert "gunicorn has no task workers; use model: swoole" in message
+
+
+def test_error_max_request_on_gunicorn_points_to_max_requests() -> None:
+    assert "max_requests" in one_error(services=[gunicorn(max_request=1000)])
+
+
+def test_error_swoole_key_on_an_aio_service() -> None:
+    message = one_error(services=[supervisor("aio", task_worker_num=2)])
+    assert message.startswith("procslice_services[api].task_worker_num: is a swoole setting;")
+    assert "use model: swoole" in message
+
+
+def test_error_supervisor_key_on_a_gunicorn_service() -> None:
+    message = one_error(services=[gunicorn(max_wait_time=10)])
+    assert message.startswith("procslice_services[api].max_wait_time: is a setting of the aio")
+    assert "graceful_timeout" in message
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_error_gunicorn_key_on_a_supervisor_service(model: str) -> None:
+    message = one_error(services=[supervisor(model, max_requests=1000)])
+    assert message.startswith("procslice_services[api].max_requests: is a gunicorn setting;")
+    assert "max_request" in message
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_error_wsgi_on_a_supervisor_service(model: str) -> None:
+    message = one_error(services=[supervisor(model, interface="wsgi")])
+    assert message.startswith(f"procslice_services[api].interface: procslice {model} serves")
+    assert "model gunicorn" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("max_request", -1, "is not valid; write an integer, 0 or more"),
+        ("max_concurrency", "lots", "is not valid"),
+        ("memory_limit", "2 gigs", "is not a memory limit; write auto"),
+        ("cpu_affinity", [0, 1], "is not true or false; true pins worker i"),
+        ("tcp_nodelay", "yes", "is not true or false"),
+        ("max_wait_time", "soon", "is not a number of seconds"),
+        ("metrics_listen", "localhost:9100", "is not an address"),
+        ("log_level", "loud", "is not a log level"),
+    ],
+)
+def test_error_supervisor_setting_of_the_wrong_type(key: str, value: Any, text: str) -> None:
+    message = one_error(services=[supervisor(**{key: value})])
+    assert message.startswith(f"procslice_services[api].{key}: {ps._show(value)} {text}")
+
+
+def test_cpu_affinity_true_with_slice_allowed_cpus_is_fine() -> None:
+    data = supervisor(slice="web", cpu_affinity=True)
+    assert errors([web_slice(allowed_cpus="0-1")], [data]) == []
+
+
+def test_error_max_request_grace_without_max_request() -> None:
+    message = one_error(services=[supervisor(max_request_grace=100)])
+    assert message.startswith("procslice_services[api].max_request_grace: only spreads")
+
+
+def test_error_memory_limit_above_the_service_memory_max() -> None:
+    data = supervisor(memory_limit="300M", limits={"memory_max": "256M"})
+    message = one_error(services=[data])
+    assert message.startswith(
+        "procslice_services[api].memory_limit: 300M is not below "
+        "procslice_services[api].limits.memory_max (256M)"
+    )
+    assert "OOM-kill" in message
+
+
+def test_error_memory_limit_above_the_slice_memory_max() -> None:
+    data = supervisor(slice="web", memory_limit="3G")
+    message = one_error([web_slice()], [data])
+    assert message.startswith(
+        "procslice_services[api].memory_limit: 3G is not below procslice_slices[web].memory_max"
+    )
+
+
+def test_memory_limit_auto_or_below_memory_max_is_fine() -> None:
+    for limit in ("auto", "100M", 0):
+        data = supervisor(memory_limit=limit, limits={"memory_max": "256M"})
+        assert errors(services=[data]) == []
+
+
+def test_error_metrics_listen_on_its_own_listen_port() -> None:
+    message = one_error(services=[supervisor(metrics_listen="127.0.0.1:8003")])
+    assert message.startswith("procslice_services[api].metrics_listen: 127.0.0.1:8003 is one")
+
+
+def test_error_metrics_listen_collides_with_another_service() -> None:
+    other = supervisor(metrics_listen="127.0.0.1:9000")
+    mine = gunicorn(name="web", listen=["0.0.0.0:9000"])
+    message = one_error(services=[other, mine])
+    assert message.startswith("procslice_services[web].listen: 0.0.0.0:9000 collides with")
+
+
+def test_supervisor_workers_count_their_threads_and_task_workers() -> None:
+    # 2 workers x (8 threads + 1) + 2 task workers + 4 = 24 tasks
+    fits = supervisor(workers=2, task_worker_num=2, limits={"tasks_max": 24})
+    assert errors(services=[fits]) == []
+    tight = supervisor(workers=2, task_worker_num=2, limits={"tasks_max": 23})
+    assert one_error(services=[tight]).startswith("procslice_services[api].workers: 2 workers")

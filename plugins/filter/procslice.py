@@ -22,7 +22,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -144,21 +146,66 @@ GUNICORN_KEYS = (
     "max_requests_jitter",
     "preload",
 )
-# Keys the later roles and the runtime read; validated here only for being known (and
-# for the few whose type matters to a cross-check). Extend these when a model grows one.
-AIO_KEYS = ("concurrency", "backlog", "loop_lag_warn", "to_thread_workers", "uvloop")
+# The settings of the procslice supervisors, named as the TOML keys of
+# src/procslice/config.py (the role writes them to /etc/procslice/<name>/procslice.toml).
+# AIO_KEYS apply to both `procslice aio` and `procslice swoole`; SWOOLE_KEYS only to
+# swoole (procslice aio refuses them: config.SWOOLE_ONLY). `threads` (the worker's
+# to_thread pool) is shared with gunicorn's gthread threads. The runtime's rlimit_as and
+# rlimit_nofile are not offered: limits.limit_as / limits.limit_nofile set them on the
+# unit, and the aio unit's system call filter would refuse a worker's setrlimit.
+AIO_KEYS = (
+    "max_concurrency",
+    "loop_lag_warn_ms",
+    "tcp_nodelay",
+    "max_wait_time",
+    "metrics_listen",
+    "log_level",
+)
 SWOOLE_KEYS = (
     "max_request",
     "max_request_grace",
     "memory_limit",
     "cpu_affinity",
-    "tcp_nodelay",
     "task_worker_num",
     "task_max_request",
-    "max_wait_time",
-    "max_coroutine",
 )
+# The runtime's defaults (config.ServiceConfig), filled in so templates and
+# cross-checks see every value. metrics_listen "" is off: no metrics endpoint unless
+# the operator names an address (the endpoint has no authentication: use loopback).
+AIO_DEFAULTS: dict[str, Any] = {
+    "max_concurrency": 1024,
+    "loop_lag_warn_ms": 100,
+    "tcp_nodelay": True,
+    "max_wait_time": 5,
+    "metrics_listen": "",
+    "log_level": "info",
+}
+SWOOLE_DEFAULTS: dict[str, Any] = {
+    "max_request": 0,
+    "max_request_grace": 0,
+    "memory_limit": "auto",
+    "cpu_affinity": False,
+    "task_worker_num": 0,
+    "task_max_request": 0,
+}
+SUPERVISOR_THREADS = 8  # config.ServiceConfig.threads
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# A gunicorn key written on an aio or swoole service: what to write instead.
+GUNICORN_KEY_HINTS: dict[str, str] = {
+    "worker_class": "the supervisor runs its own workers: remove it",
+    "timeout": "the supervisor has no request timeout (the unit's watchdog catches a hung "
+    "master): remove it",
+    "graceful_timeout": "the drain time is max_wait_time: write max_wait_time instead",
+    "max_requests": "model swoole recycles with max_request (and max_request_grace): write "
+    "that instead (aio does not recycle)",
+    "max_requests_jitter": "model swoole's jitter is max_request_grace: write that instead",
+    "preload": "the master never imports the app (so a reload runs new code): remove it",
+}
 PODMAN_KEYS = ("image", "image_archive", "ports", "command", "volumes", "pull")
+# podman's pull policies; `pull: true` is missing (pull when the host lacks the image),
+# `pull: false` is never (the image comes from image_archive or is on the hosts already).
+PULL_POLICIES = ("never", "missing", "always", "newer")
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SERVICE_KEYS = frozenset(
     {*COMMON_SERVICE_KEYS, *GUNICORN_KEYS, *AIO_KEYS, *SWOOLE_KEYS, *PODMAN_KEYS}
 )
@@ -747,8 +794,12 @@ def _env(value: Any, path: str, errors: _Errors) -> dict[str, str]:
             text = ""
         else:
             text = str(item)
-        if "\n" in text or "\0" in text:
-            errors.add(f"{path}.{key}", "contains a newline or NUL; write a single-line value")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+            errors.add(
+                f"{path}.{key}",
+                "contains a control character (newline, tab, NUL...); write a single-line "
+                "value of printable characters",
+            )
             continue
         env[str(key)] = text
     return env
@@ -792,6 +843,12 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         errors.add(
             f"{path}.interface",
             "gunicorn serves wsgi or asgi apps; a raw asyncio protocol needs model aio or swoole",
+        )
+    if model in ("aio", "swoole") and interface == "wsgi":
+        errors.add(
+            f"{path}.interface",
+            f"procslice {model} serves asgi apps and raw asyncio protocols, not wsgi; "
+            "use model gunicorn for a wsgi app, or set interface: asgi for an ASGI app",
         )
 
     # package, app, image
@@ -857,6 +914,7 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
                     binds.append((host, port, proto, f"{path}.ports"))
                     if proto == "tcp" and f"{host}:{port}" not in listen:
                         listen.append(f"{host}:{port}")
+                        ports.append(port)
         elif model is not None:
             errors.add(
                 f"{path}.ports",
@@ -901,7 +959,10 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
             )
     else:
         worker_class = None
-    threads_default = 4 if worker_class == "gthread" else 1
+    if model in ("aio", "swoole"):
+        threads_default = SUPERVISOR_THREADS
+    else:
+        threads_default = 4 if worker_class == "gthread" else 1
     threads: Any = entry.get("threads", threads_default)
     if _positive_int(threads) is None:
         errors.add(
@@ -945,12 +1006,10 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     # health
     health = _health(entry.get("health"), f"{path}.health", errors, model, interface, listen)
 
-    # swoole's memory_limit is a size
-    if "memory_limit" in entry:
-        try:
-            procslice_size(entry["memory_limit"])
-        except ProcsliceDataError as exc:
-            errors.add(f"{path}.memory_limit", str(exc))
+    # the aio and swoole supervisors' settings (refused on the models that ignore them)
+    supervisor = _supervisor_settings(entry, path, errors, model)
+    # podman: the image, its source and the run flags derived from `limits`
+    podman = _podman_settings(entry, path, errors, model, directives, limits, limit_paths)
 
     env = _env(entry.get("env"), f"{path}.env", errors)
     if name is None:
@@ -975,15 +1034,328 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         "env": env,
         "directives": directives,
         "limits": limits,
-        # podman's `ports` is its publish list, passed through; the others: listen ports
-        "ports": entry.get("ports", []) if model == "podman" else ports,
+        # the host ports the service answers on (podman: its published tcp ports; the
+        # publish list itself is `publish`)
+        "ports": ports,
         "_binds": binds,
         "_paths": limit_paths,
+        **supervisor,
+        **podman,
     }
     # every other key (model-specific settings for the later roles) passes through unchanged
     for key, value in entry.items():
         service.setdefault(key, value)
     return service
+
+
+def _supervisor_settings(
+    entry: Mapping[str, Any], path: str, errors: _Errors, model: str | None
+) -> dict[str, Any]:
+    """The aio/swoole settings with their defaults; errors for keys on the wrong model.
+
+    The checks mirror src/procslice/config.py, so a value that passes here starts.
+    ``memory_limit`` stays as written (``"auto"``, ``"200M"``); ``memory_limit_bytes`` is
+    its value in bytes (None for auto, 0 for off) and ``_metrics_bind`` the parsed
+    ``metrics_listen`` for the port cross-check.
+    """
+    if model is None or model == "podman":
+        return {}
+    supervisor = model in ("aio", "swoole")
+    for key in SWOOLE_KEYS:
+        if key not in entry or model == "swoole":
+            continue
+        if model == "aio":
+            fix = (
+                "procslice aio does not recycle, pin or run task workers; "
+                "use model: swoole, or remove it"
+            )
+        elif key == "task_worker_num":
+            fix = "gunicorn has no task workers; use model: swoole for them, or remove it"
+        elif key == "max_request":
+            fix = "gunicorn's setting is max_requests (with max_requests_jitter); write that"
+        else:
+            fix = "gunicorn does not read it; use model: swoole, or remove it"
+        errors.add(f"{path}.{key}", f"is a swoole setting; {fix}")
+    for key in AIO_KEYS:
+        if key in entry and not supervisor:
+            fix = (
+                "gunicorn's drain time is graceful_timeout: write that instead"
+                if key == "max_wait_time"
+                else "gunicorn does not read it; use model aio or swoole, or remove it"
+            )
+            errors.add(f"{path}.{key}", f"is a setting of the aio and swoole supervisors; {fix}")
+    if not supervisor:
+        return {}
+    for key, hint in GUNICORN_KEY_HINTS.items():
+        if key in entry:
+            errors.add(f"{path}.{key}", f"is a gunicorn setting; {hint}")
+
+    defaults = {**AIO_DEFAULTS, **(SWOOLE_DEFAULTS if model == "swoole" else {})}
+    settings: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = entry.get(key, default)
+        problem = _supervisor_problem(key, value)
+        if problem:
+            errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
+            value = default
+        settings[key] = value
+    if settings["metrics_listen"]:
+        host, port = _parse_listen(settings["metrics_listen"])
+        settings["_metrics_bind"] = (host, port, "tcp", f"{path}.metrics_listen")
+    if model == "swoole":
+        limit = settings["memory_limit"]
+        settings["memory_limit_bytes"] = None if limit == "auto" else procslice_size(limit)
+        if settings["max_request_grace"] and not settings["max_request"]:
+            errors.add(
+                f"{path}.max_request_grace",
+                "only spreads max_request, which is 0 (off); set max_request too "
+                "(e.g. max_request: 10000), or remove max_request_grace",
+            )
+    return settings
+
+
+def _supervisor_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one aio/swoole setting, or None."""
+    if key in ("tcp_nodelay", "cpu_affinity"):
+        if isinstance(value, bool):
+            return None
+        if key == "cpu_affinity":
+            return (
+                "is not true or false; true pins worker i to the i-th CPU the service may "
+                "use (its slice's or its own allowed_cpus); choose the CPUs with allowed_cpus"
+            )
+        return "is not true or false"
+    if key == "max_wait_time":
+        if _is_number(value) and 0 <= value < float("inf"):
+            return None
+        return "is not a number of seconds; write a number, 0 or more (e.g. 10)"
+    if key == "memory_limit":
+        if value == "auto":
+            return None
+        try:
+            procslice_size(value)
+        except ProcsliceDataError:
+            return (
+                "is not a memory limit; write auto (a share of the memory budget), a size "
+                "such as 200M, or 0 to turn recycling on memory off"
+            )
+        return None
+    if key == "metrics_listen":
+        if value == "":
+            return None
+        try:
+            _parse_listen(value)
+        except ProcsliceDataError as exc:
+            return f'is not an address ({exc}); or write "" for no metrics endpoint'
+        return None
+    if key == "log_level":
+        if value in LOG_LEVELS:
+            return None
+        return f"is not a log level; use one of: {', '.join(LOG_LEVELS)}"
+    # the counts: max_concurrency, loop_lag_warn_ms, max_request, max_request_grace,
+    # task_worker_num, task_max_request
+    if _is_int(value) and value >= 0:
+        return None
+    return "is not valid; write an integer, 0 or more"
+
+
+def _podman_settings(
+    entry: Mapping[str, Any],
+    path: str,
+    errors: _Errors,
+    model: str | None,
+    directives: Mapping[str, Any],
+    limits: Mapping[str, Any],
+    limit_paths: Mapping[str, str],
+) -> dict[str, Any]:
+    """A podman service's image, source, command, volumes and run flags.
+
+    -> ``image``, ``image_archive`` (as written, or None), ``pull`` (one of
+    PULL_POLICIES), ``command`` and ``volumes`` (lists of strings), ``publish`` (the
+    `ports` list as podman --publish takes it) and ``podman_args``: podman run's
+    resource flags derived from the same ``limits`` as the unit's directives (the unit
+    keeps those too, so the slice-level cgroup caps podman's own processes as well).
+    Limits podman cannot express at the container are errors naming the limit.
+    """
+    if model != "podman":
+        return {}
+    image = entry.get("image")
+    archive = entry.get("image_archive")
+    if archive is not None and (not isinstance(archive, str) or not str(archive).strip()):
+        errors.add(
+            f"{path}.image_archive",
+            f"{_show(archive)} is not a path; write the path of an image archive on the "
+            "controller (made by podman save), e.g. files/api-image.tar.gz",
+        )
+        archive = None
+    pullable = isinstance(image, str) and _pullable_name(str(image))
+
+    pull_raw = entry.get("pull")
+    if pull_raw is None:
+        # podman's own default (missing), except for what no registry serves: an image
+        # from an archive, a localhost/ image, a short name (no search registries here)
+        pull = "missing" if pullable and not archive else "never"
+    elif isinstance(pull_raw, bool):
+        pull = "missing" if pull_raw else "never"
+    elif pull_raw in PULL_POLICIES:
+        pull = str(pull_raw)
+    else:
+        errors.add(
+            f"{path}.pull",
+            f"{_show(pull_raw)} is not a pull policy; write true (pull when the host lacks "
+            "the image), false (never: it comes from image_archive or is on the hosts "
+            "already), always or newer",
+        )
+        pull = "never"
+    if archive and pull != "never":
+        errors.add(
+            f"{path}.pull",
+            f"{pull} pulls the image that image_archive loads; remove pull (an archive is "
+            "never pulled) or remove image_archive",
+        )
+    elif pull != "never" and isinstance(image, str) and not pullable:
+        if str(image).startswith("localhost/"):
+            why = "a localhost/ image is built locally: no registry serves it"
+        else:
+            why = (
+                "podman resolves no short names here (no unqualified-search registries); "
+                "write the registry too (e.g. docker.io/library/nginx:1.27)"
+            )
+        errors.add(
+            f"{path}.image",
+            f"{_show(image)} cannot be pulled: {why}; or ship it with image_archive "
+            "(podman save), or set pull: false if it is on the hosts already",
+        )
+
+    command_raw = entry.get("command")
+    command: list[str] = []
+    if isinstance(command_raw, str):
+        try:
+            command = shlex.split(str(command_raw))
+        except ValueError as exc:
+            errors.add(f"{path}.command", f"{_show(command_raw)} does not parse ({exc})")
+    elif isinstance(command_raw, list) and all(
+        isinstance(arg, (str, int, float)) and not isinstance(arg, bool) for arg in command_raw
+    ):
+        command = [str(arg) for arg in command_raw]
+    elif command_raw is not None:
+        errors.add(
+            f"{path}.command",
+            f'{_show(command_raw)} is not a command; write a list (["serve", "--port", "80"]) '
+            "or a string",
+        )
+
+    volumes: list[str] = []
+    volumes_raw = entry.get("volumes") or []
+    if not isinstance(volumes_raw, list):
+        errors.add(
+            f"{path}.volumes", f'{_show(volumes_raw)} is not a list; write ["/srv/data:/data"]'
+        )
+        volumes_raw = []
+    for index, volume in enumerate(volumes_raw):
+        parts = str(volume).split(":") if isinstance(volume, str) else []
+        ok = 2 <= len(parts) <= 3 and parts[1].startswith("/")
+        ok = ok and (parts[0].startswith("/") or bool(VOLUME_NAME_RE.match(parts[0])))
+        if not ok:
+            errors.add(
+                f"{path}.volumes[{index}]",
+                f"{_show(volume)} is not a volume; write SOURCE:DESTINATION[:OPTIONS] with an "
+                'absolute host path or a volume name as the source (e.g. "/srv/data:/data:ro")',
+            )
+            continue
+        volumes.append(str(volume))
+
+    ports_raw = entry.get("ports") or []
+    publish = [str(item) for item in ports_raw] if isinstance(ports_raw, list) else []
+    return {
+        "image": image,
+        "image_archive": archive,
+        "pull": pull,
+        "command": command,
+        "volumes": volumes,
+        "publish": publish,
+        "podman_args": _podman_limit_args(path, errors, directives, limits, limit_paths),
+    }
+
+
+def _pullable_name(image: str) -> bool:
+    """A fully qualified name from a registry (docker.io/library/nginx:1.27)."""
+    first, slash, _ = image.partition("/")
+    return bool(slash) and first != "localhost" and ("." in first or ":" in first)
+
+
+def _podman_limit_args(
+    path: str,
+    errors: _Errors,
+    directives: Mapping[str, Any],
+    limits: Mapping[str, Any],
+    limit_paths: Mapping[str, str],
+) -> list[str]:
+    """podman run's flags for the service's limits (the unit's directives stay as well)."""
+
+    def where(limit: str) -> str:
+        return limit_paths.get(limit, f"{path}.limits.{limit}")
+
+    args: list[str] = []
+    if limits["cpu_quota_percent"] is not None:
+        cpus = (Decimal(str(limits["cpu_quota_percent"])) / 100).normalize()
+        args.append(f"--cpus={format(cpus, 'f')}")
+    if limits["cpu_weight"] is not None:
+        # systemd's own CPUWeight -> cpu.shares mapping (weight 100 = 1024 shares)
+        args.append(f"--cpu-shares={max(2, limits['cpu_weight'] * 1024 // 100)}")
+    memory = limits["memory_max"]
+    if memory is not None:
+        args.append(f"--memory={memory}")
+    if "MemorySwapMax" in directives:
+        if memory is None:
+            errors.add(
+                where("memory_swap_max"),
+                "podman sets swap with --memory-swap (memory plus swap), which needs a "
+                "memory limit; set memory_max too, or remove memory_swap_max",
+            )
+        else:
+            swap = limits["memory_swap_max"]
+            args.append(f"--memory-swap={-1 if swap is None else memory + swap}")
+    if limits["memory_low"] is not None:
+        args.append(f"--memory-reservation={limits['memory_low']}")
+    if "TasksMax" in directives:
+        tasks = limits["tasks_max"]
+        args.append(f"--pids-limit={-1 if tasks is None else tasks}")
+    for key, directive, flag in (
+        ("io_read_bandwidth_max", "IOReadBandwidthMax", "--device-read-bps"),
+        ("io_write_bandwidth_max", "IOWriteBandwidthMax", "--device-write-bps"),
+    ):
+        for line in directives.get(directive, []):
+            device, _, rate = str(line).rpartition(" ")
+            if rate == "infinity":
+                errors.add(
+                    where(key),
+                    f"podman's {flag} takes a rate, not infinity ({device}); give a rate "
+                    "or leave the device out",
+                )
+                continue
+            args.append(f"{flag}={device}:{rate}")
+    if limits["allowed_cpus"] is not None:
+        args.append(f"--cpuset-cpus={','.join(re.split(r'[ ,]+', limits['allowed_cpus']))}")
+    if "LimitNOFILE" in directives:
+        nofile = str(directives["LimitNOFILE"])
+        if nofile == "infinity":
+            errors.add(
+                where("limit_nofile"),
+                "podman's --ulimit cannot set an unlimited nofile; write a number "
+                "(e.g. 65536) or soft:hard",
+            )
+        else:
+            soft, _, hard = nofile.partition(":")
+            args.append(f"--ulimit=nofile={soft}:{hard or soft}")
+    if "LimitAS" in directives:
+        errors.add(
+            where("limit_as"),
+            "podman cannot set an address-space limit on a container (its --ulimit has no "
+            "'as'), and LimitAS= on the unit would bind podman itself; remove limit_as "
+            "(memory_max caps the container's memory)",
+        )
+    return args
 
 
 def _check_package(package: Any, path: str, errors: _Errors) -> None:
@@ -1122,6 +1494,29 @@ def _cross_check(
                 f"({theirs_text}); lower it to at most {theirs_text} or raise the slice's",
             )
 
+    # swoole's memory_limit (the RSS at which a worker is recycled) is below the memory
+    # the unit may have at all: above it the kernel OOM-kills before any recycling
+    for svc in present:
+        limit = svc.get("memory_limit_bytes")
+        if not limit:
+            continue
+        sl = by_name.get(svc["slice"] or "")
+        bounds = []
+        if svc["limits"]["memory_max"] is not None:
+            bounds.append((svc["limits"]["memory_max"], svc["_paths"]["memory_max"]))
+        if sl is not None and sl["limits"]["memory_max"] is not None:
+            bounds.append((sl["limits"]["memory_max"], sl["_paths"]["memory_max"]))
+        if not bounds:
+            continue
+        bound, where = min(bounds)
+        if limit >= bound:
+            errors.add(
+                f"{svc['_path']}.memory_limit",
+                f"{_human(limit)} is not below {where} ({_human(bound)}): the kernel would "
+                "OOM-kill a worker before it is recycled; write auto (a share of the budget "
+                f"per worker) or a size well below {_human(bound)}",
+            )
+
     # workers fit in tasks_max
     needs: dict[str, list[tuple[str, int]]] = {}
     for svc in present:
@@ -1129,7 +1524,8 @@ def _cross_check(
             continue
         threads = svc["threads"]
         per_worker = threads + 1 if threads > 1 else 1
-        need = svc["workers"] * per_worker + TASKS_RESERVE
+        # a swoole task worker is one more process (one task) beside the workers
+        need = svc["workers"] * per_worker + svc.get("task_worker_num", 0) + TASKS_RESERVE
         sl = by_name.get(svc["slice"] or "")
         bounds = []
         if svc["limits"]["tasks_max"] is not None:
@@ -1163,7 +1559,20 @@ def _cross_check(
     owners: list[tuple[str, int, str, str, str]] = []  # host, port, proto, owner path, key path
     for svc in present:
         mine: dict[tuple[str, int, str], str] = {}
-        for host, port, proto, key_path in svc["_binds"]:
+        binds = list(svc["_binds"])
+        metrics = svc.get("_metrics_bind")
+        if metrics is not None:
+            m_host, m_port, _, m_path = metrics
+            own = [b for b in binds if b[1] == m_port]
+            if any(b[0] == m_host or _wildcard(b[0]) or _wildcard(m_host) for b in own):
+                errors.add(
+                    m_path,
+                    f"{m_host}:{m_port} is one of this service's listen addresses; give the "
+                    f"metrics endpoint its own port (e.g. 127.0.0.1:{m_port + 1000})",
+                )
+            else:
+                binds.append(metrics)
+        for host, port, proto, key_path in binds:
             if (host, port, proto) in mine:
                 # podman may name a published port in listen too: that is one socket
                 if mine[(host, port, proto)] == key_path:
@@ -1244,9 +1653,33 @@ def procslice_normalize_services(services: Any, slices: Any | None = None) -> li
     return [_public(service) for service in result]
 
 
-def procslice_errors(slices: Any, services: Any) -> list[str]:
-    """Every problem in the data, each "<variable path>: <problem>; <fix>"."""
-    return _check(slices, services)[2].messages
+def procslice_errors(slices: Any, services: Any, base_dir: str | None = None) -> list[str]:
+    """Every problem in the data, each "<variable path>: <problem>; <fix>".
+
+    Besides the data it checks the controller's files the deploy ships: every podman
+    ``image_archive`` exists (a relative path from ``base_dir``, by default the
+    current directory: where ansible-playbook runs, the playbook's directory).
+    """
+    _, norm_services, errors = _check(slices, services)
+    _check_image_archives(norm_services, errors, base_dir)
+    return errors.messages
+
+
+def _check_image_archives(
+    services: list[dict[str, Any]], errors: _Errors, base_dir: str | None
+) -> None:
+    for svc in services:
+        archive = svc.get("image_archive")
+        if svc["state"] != "present" or svc["model"] != "podman" or not archive:
+            continue
+        full = os.path.join(base_dir or os.getcwd(), os.path.expanduser(str(archive)))
+        if not os.path.isfile(full):
+            errors.add(
+                f"{svc['_path']}.image_archive",
+                f"{_show(archive)} is not a file on the controller (looked for {full}); "
+                f"save the image there first (podman save IMAGE | gzip > {archive}) "
+                "or fix the path",
+            )
 
 
 class FilterModule:

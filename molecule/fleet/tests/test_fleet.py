@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -98,6 +99,59 @@ def test_check_diff_on_a_deployed_fleet_reports_nothing_to_change(check_run):
     for host, row in rows.items():
         assert row["changed"] == 0, f"{host}: {row}\n{check_run.stdout[-4000:]}"
         assert row["failed"] == 0
+
+
+def fleet_state(unit: str, path: str) -> dict[str, tuple[str, str]]:
+    """Per host: the unit's MainPID and the content of a cgroup file of web's slice."""
+    state = {}
+    for name in HOSTS:
+        out = subprocess.run(
+            [
+                "podman",
+                "exec",
+                name,
+                "sh",
+                "-c",
+                f"systemctl show -P MainPID {unit}; "
+                "cat /sys/fs/cgroup/memory$(systemctl show -P ControlGroup procslice-web.slice)"
+                f"/{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        state[name] = (out[0], out[1])
+    return state
+
+
+def test_limits_change_applies_live_across_the_fleet(tmp_path):
+    data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+    for item in data["procslice_slices"]:
+        if item["name"] == "web":
+            item["memory_max"] = "896M"
+    extra = tmp_path / "limits.json"
+    extra.write_text(json.dumps({"procslice_slices": data["procslice_slices"]}))
+    before = fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes")
+
+    check = playbook("playbooks/limits.yml", "--check", "--diff", "-e", f"@{extra}")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "MemoryMax=939524096" in check.stdout  # the diff shows the change...
+    assert fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes") == before
+
+    started = time.monotonic()
+    run = playbook("playbooks/limits.yml", "-e", f"@{extra}")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, run.stdout[-3000:]
+    after = fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes")
+    for name in HOSTS:
+        assert after[name][0] == before[name][0], "the service was restarted"
+        assert int(after[name][1]) == 896 * 2**20
+    print(f"fleet-wide live limit change on {len(HOSTS)} hosts: {elapsed:.1f}s")
+
+    again = playbook("playbooks/limits.yml", "-e", f"@{extra}")
+    assert all(row["changed"] == 0 for row in recap(again.stdout).values())
+    restore = playbook("playbooks/limits.yml")
+    assert restore.returncode == 0
 
 
 def test_bad_input_stops_before_any_host_changes():

@@ -1,0 +1,173 @@
+"""procslice_podman on a real systemd host: served, replaced, limited, enforced, stopped."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+UNIT = "procslice-demo.service"
+CONTAINER = "procslice-demo"
+PORT = 8004
+MEMORY = 96 * 2**20
+PIDS = 48
+
+
+def journal(host) -> str:
+    return host.run(f"journalctl -u {UNIT} --no-pager -n 40").stdout
+
+
+def get(host, path: str, timeout: int = 10):
+    return host.run(f"curl -fsS --max-time {timeout} http://127.0.0.1:{PORT}{path}")
+
+
+def containers(host) -> list[str]:
+    out = host.check_output("podman ps -a --no-trunc --format '{{.ID}} {{.Names}}'")
+    return [line.split()[0] for line in out.splitlines() if line.split()[1:] == [CONTAINER]]
+
+
+def inspect(host) -> dict:
+    return json.loads(host.check_output(f"podman inspect {CONTAINER}"))[0]
+
+
+def wait_healthy(host, seconds: int = 30) -> None:
+    deadline = time.time() + seconds
+    while get(host, "/healthz", 3).rc != 0:
+        assert time.time() < deadline, journal(host)
+        time.sleep(0.5)
+
+
+def test_service_answers_on_its_published_port(host):
+    assert host.service(UNIT).is_running, journal(host)
+    assert host.service(UNIT).is_enabled
+    answer = get(host, "/healthz")
+    assert answer.rc == 0 and answer.stdout.strip() == "ok", journal(host)
+    props = host.check_output(f"systemctl show -p Type -p Slice -p NotifyAccess {UNIT}")
+    assert "Type=notify" in props and "NotifyAccess=all" in props
+    assert "Slice=procslice-web.slice" in props
+
+
+def test_podman_uses_runc_and_the_procslice_configuration(host):
+    conf = host.file("/etc/containers/containers.conf.d/50-procslice.conf")
+    assert conf.exists and 'runtime = "runc"' in conf.content_string
+    assert host.check_output("podman info --format '{{.Host.OCIRuntime.Name}}'") == "runc"
+    for package in ("podman", "runc"):
+        assert host.package(package).is_installed
+
+
+def test_plain_unit_on_podman_before_4_5(host):
+    version = host.check_output("podman version --format '{{.Client.Version}}'")
+    assert tuple(int(p) for p in version.split(".")[:2]) < (4, 5)
+    unit = host.file(f"/etc/systemd/system/{UNIT}").content_string
+    assert not host.file("/etc/containers/systemd/procslice-demo.container").exists
+    flags = ("--rm", "--replace", "--cgroups=split", "--sdnotify=conmon", "--name=procslice-demo")
+    for flag in flags:
+        assert f"\t{flag} \\" in unit
+    assert host.file(f"/etc/systemd/system/{UNIT}.d/50-limits.conf").exists
+
+
+def test_redeploy_replaced_the_container(host):
+    before = host.file("/root/container-before").content_string.strip()
+    now = containers(host)
+    assert len(now) == 1, now
+    assert now[0] != before
+    assert get(host, "/env?name=VERSION").stdout.strip() == "2"
+    assert get(host, "/").stdout.startswith("procslice demo 2 ")
+
+
+def test_environment_file_is_private(host):
+    env = host.file("/etc/procslice/demo/env")
+    assert env.mode == 0o640 and env.user == "root" and env.group == "root"
+    assert "VERSION=2" in env.content_string.splitlines()
+
+
+def test_image_loaded_from_the_archive(host):
+    recorded = host.file("/etc/procslice/demo/image-id").content_string.split()
+    assert recorded[0] == "localhost/procslice-demo:1"
+    assert inspect(host)["Image"] == recorded[1]
+    assert host.file("/var/lib/procslice/images/demo.tar.gz").mode == 0o600
+
+
+def test_container_cgroup_is_inside_the_slice(host):
+    pid = inspect(host)["State"]["Pid"]
+    cgroups = host.file(f"/proc/{pid}/cgroup").content_string
+    memory = next(line for line in cgroups.splitlines() if ":memory:" in line)
+    assert "/procslice.slice/procslice-web.slice/procslice-demo.service/" in memory, cgroups
+
+
+def test_container_and_unit_limits_come_from_the_same_data(host):
+    config = inspect(host)["HostConfig"]
+    assert config["Memory"] == MEMORY
+    assert config["MemorySwap"] == MEMORY  # memory_swap_max 0: no swap
+    assert config["PidsLimit"] == PIDS
+    assert config["NanoCpus"] == 500_000_000
+    assert config["CpuShares"] == 512
+    assert {"Name": "RLIMIT_NOFILE", "Soft": 4096, "Hard": 4096} in config["Ulimits"]
+    assert host.check_output(f"systemctl show -P MemoryMax {UNIT}") == str(MEMORY)
+    assert host.check_output(f"systemctl show -P TasksMax {UNIT}") == str(PIDS)
+    assert host.check_output(f"systemctl show -P CPUQuotaPerSecUSec {UNIT}") == "500ms"
+    pid = inspect(host)["State"]["Pid"]
+    limits = host.file(f"/proc/{pid}/limits").content_string
+    assert re.search(r"Max open files\s+4096\s+4096", limits)
+    status = host.file(f"/proc/{pid}/status").content_string
+    assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE)  # --cap-drop=all
+
+
+def test_fork_bomb_stops_at_the_pids_limit(host):
+    answer = get(host, "/fork?n=500", 30).stdout.strip()
+    print(f"fork bomb: {answer}")
+    got = int(re.match(r"forked (\d+) of 500", answer).group(1))
+    assert 0 < got < PIDS
+    assert "Resource temporarily unavailable" in answer
+    assert get(host, "/healthz").stdout.strip() == "ok"
+
+
+def test_leak_past_memory_oom_kills_the_container_and_systemd_restarts_it(host):
+    old = containers(host)
+    restarts = int(host.check_output(f"systemctl show -P NRestarts {UNIT}"))
+    since = host.check_output("date +%s")
+    for _ in range(6):  # 6 x 30 MiB: past the 96 MiB --memory
+        if get(host, "/leak?mb=30").rc != 0:
+            break
+    deadline = time.time() + 30
+    while int(host.check_output(f"systemctl show -P NRestarts {UNIT}")) == restarts:
+        assert time.time() < deadline, journal(host)
+        time.sleep(0.5)
+    # SIGKILLed by the kernel's OOM killer: conmon exits with the container's 137
+    assert "status=137" in journal(host)
+    # podman's own record (its events reach the journal a moment later)
+    deadline = time.time() + 15
+    while True:
+        died = host.check_output(
+            f"podman events --since {since} --until 0s --filter event=died "
+            f"--filter container={CONTAINER} --format '{{{{.ContainerExitCode}}}}'"
+        )
+        if "137" in died.split() or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert "137" in died.split(), died
+    wait_healthy(host)
+    now = containers(host)
+    assert len(now) == 1 and now != old
+
+
+def test_hardening_exposure_is_reported(host):
+    out = host.check_output(f"systemd-analyze security {UNIT} --no-pager")
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"{UNIT}: exposure {score}")
+    assert score < 10
+
+
+def test_stop_is_clean_and_within_timeout(host):
+    timeout = host.check_output(f"systemctl show -P TimeoutStopUSec {UNIT}")
+    start = time.time()
+    host.check_output(f"systemctl stop {UNIT}")
+    took = time.time() - start
+    print(f"systemctl stop took {took:.1f}s (TimeoutStopSec={timeout})")
+    assert took < 20
+    result = host.check_output(f"systemctl show -P Result {UNIT}")
+    assert result == "success", journal(host)
+    assert containers(host) == []
+    assert host.run(f"curl -s --max-time 2 http://127.0.0.1:{PORT}/healthz").rc != 0
+    host.check_output(f"systemctl start {UNIT}")
+    wait_healthy(host)

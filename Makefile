@@ -54,8 +54,8 @@ demo: deploy show ## Set up, start the fleet, deploy, and show the services answ
 lint: venv ## yamllint, ansible-lint, ruff, mypy
 	yamllint -s .
 	ansible-lint
-	ruff check src tests plugins roles bench examples
-	ruff format --check src tests plugins roles bench examples
+	ruff check src tests plugins roles bench examples molecule
+	ruff format --check src tests plugins roles bench examples molecule
 	mypy src/procslice
 
 pytest: venv ## Unit, runtime process, filter and preflight tests
@@ -69,10 +69,7 @@ molecule-roles: setup
 	  (cd roles/$$role && molecule test) || exit 1; \
 	done
 
-molecule-demo-image: image ## Build the demo podman app image archive (.cache/images; only when its recipe changed)
-	@scripts/build-demo-image.sh
-
-fleet: setup ## deploy.yml on a 3-host fleet over SSH
+molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	molecule test -s fleet
 
 test: setup lint pytest molecule ## Everything CI runs

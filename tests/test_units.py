@@ -1,0 +1,207 @@
+"""Rendering of templates/aio and templates/swoole: the config the runtime accepts, the units.
+
+The templates are rendered with Jinja2 and the two Ansible filters they use, from
+services normalised by the procslice filter (as the role does); the rendered
+procslice.toml is then loaded by the runtime's own ``procslice.config.load``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+
+from procslice.config import ConfigError, load
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
+
+
+def _filters() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "procslice_filter_for_units", REPO / "plugins" / "filter" / "procslice.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ps = _filters()
+ENV = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,  # as Ansible's template module
+)
+ENV.filters["to_json"] = json.dumps
+ENV.filters["comment"] = lambda text: f"#\n# {text}\n#"
+VARS = {
+    "ansible_managed": "Ansible managed",
+    "procslice_service_root": "/srv/procslice",
+    "procslice_service_etc": "/etc/procslice",
+    "procslice_supervisor_watchdog_sec": 30,
+    "procslice_supervisor_stop_margin": 10,
+}
+SLICES = [{"name": "web", "cpu_quota": "100%", "memory_max": "640M", "allowed_cpus": "0-1"}]
+
+
+def normalised(model: str, **extra: Any) -> dict[str, Any]:
+    data = {
+        "name": "api",
+        "model": model,
+        "slice": "web",
+        "package": {"source": "examples/hello_asgi"},
+        "app": "hello_asgi:app",
+        "listen": ["0.0.0.0:8002", "[::1]:8002"],
+        **extra,
+    }
+    service: dict[str, Any] = ps.procslice_normalize_services([data], SLICES)[0]
+    return service
+
+
+def render(model: str, path: str, service: dict[str, Any]) -> str:
+    return ENV.get_template(f"{model}/{path}").render(service=service, **VARS)
+
+
+def unit(text: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser
+
+
+TOML = "etc/procslice/SERVICE/procslice.toml.j2"
+SERVICE = "etc/systemd/system/SERVICE.service.j2"
+SOCKET = "etc/systemd/system/SERVICE.socket.j2"
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_rendered_config_with_defaults_is_accepted_by_the_runtime(
+    tmp_path: Path, model: str
+) -> None:
+    path = tmp_path / "procslice.toml"
+    path.write_text(render(model, TOML, normalised(model)))
+    config = load(str(path), model=model)
+    assert config.app == "hello_asgi:app"
+    assert config.interface == "asgi"
+    assert config.listen == ("0.0.0.0:8002", "[::1]:8002")
+    assert config.workers is None  # auto: sized by the runtime from its cgroup
+    assert config.metrics_listen == ""  # off unless set
+    assert config.max_wait_time == 5.0
+    if model == "swoole":
+        assert config.memory_limit is None  # auto: its share of the budget
+
+
+def test_rendered_swoole_settings_reach_the_runtime(tmp_path: Path) -> None:
+    service = normalised(
+        "swoole",
+        workers=3,
+        max_request=10000,
+        max_request_grace=500,
+        memory_limit="200M",
+        cpu_affinity=True,
+        task_worker_num=2,
+        task_max_request=100,
+        max_wait_time=12.5,
+        metrics_listen="127.0.0.1:9102",
+        tcp_nodelay=False,
+        max_concurrency=64,
+        threads=4,
+        loop_lag_warn_ms=0,
+        log_level="debug",
+    )
+    path = tmp_path / "procslice.toml"
+    path.write_text(render("swoole", TOML, service))
+    config = load(str(path), model="swoole")
+    assert (config.workers, config.max_request, config.max_request_grace) == (3, 10000, 500)
+    assert config.memory_limit == 200 * 1024**2
+    assert config.cpu_affinity is True
+    assert (config.task_worker_num, config.task_max_request) == (2, 100)
+    assert config.max_wait_time == 12.5
+    assert config.metrics_listen == "127.0.0.1:9102"
+    assert config.tcp_nodelay is False
+    assert (config.max_concurrency, config.threads, config.loop_lag_warn_ms) == (64, 4, 0)
+    assert config.log_level == "debug"
+
+
+def test_swoole_memory_limit_zero_turns_recycling_off(tmp_path: Path) -> None:
+    path = tmp_path / "procslice.toml"
+    path.write_text(render("swoole", TOML, normalised("swoole", memory_limit=0)))
+    assert load(str(path), model="swoole").memory_limit == 0
+
+
+def test_aio_config_carries_no_swoole_key(tmp_path: Path) -> None:
+    text = render("aio", TOML, normalised("aio"))
+    for key in ps.SWOOLE_KEYS:
+        assert f"\n{key} =" not in text
+    # the runtime refuses them for aio: the rendered file must load as aio
+    path = tmp_path / "procslice.toml"
+    path.write_text(text + "task_worker_num = 1\n")
+    with pytest.raises(ConfigError, match="task_worker_num: is a procslice swoole setting"):
+        load(str(path), model="aio")
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_service_unit_is_a_notify_supervisor_that_does_not_restart_a_broken_app(
+    model: str,
+) -> None:
+    service = normalised(model, max_wait_time=20)
+    section = unit(render(model, SERVICE, service))["Service"]
+    assert section["Type"] == "notify"
+    assert section["NotifyAccess"] == "main"
+    assert section["WatchdogSec"] == "30s"
+    assert section["ExecStart"] == (
+        f"/srv/procslice/api/current/venv/bin/python -m procslice {model} "
+        "--config /etc/procslice/api/procslice.toml"
+    )
+    assert section["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert section["KillMode"] == "mixed"
+    assert section["Restart"] == "on-failure"
+    assert section["RestartPreventExitStatus"] == "2 3 4"
+    assert section["Slice"] == "procslice-web.slice"
+    assert section["User"] == section["Group"] == "procslice-api"
+    # above the master's own deadline: max_wait_time + 5 s, then SIGKILL
+    assert int(section["TimeoutStopSec"]) == 20 + 5 + 10
+
+
+@pytest.mark.parametrize("max_wait_time", [0, 2.5, 5])
+def test_timeout_stop_sec_is_above_max_wait_time_plus_the_kill_margin(
+    max_wait_time: float,
+) -> None:
+    section = unit(render("aio", SERVICE, normalised("aio", max_wait_time=max_wait_time)))
+    assert int(section["Service"]["TimeoutStopSec"]) > max_wait_time + 5
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_socket_unit_listens_on_every_address_for_its_service(model: str) -> None:
+    text = render(model, SOCKET, normalised(model, tcp_nodelay=False))
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("ListenStream=")] == [
+        "ListenStream=0.0.0.0:8002",
+        "ListenStream=[::1]:8002",
+    ]
+    assert "Service=procslice-api.service" in lines
+    assert "NoDelay=false" in lines
+    service = unit(render(model, SERVICE, normalised(model)))["Unit"]
+    assert service["Requires"] == "procslice-api.socket"
+
+
+def test_service_without_listen_needs_no_socket() -> None:
+    service = normalised("aio", listen=[], interface="raw")
+    text = render("aio", SERVICE, service)
+    assert "Requires=" not in text
+    assert "\nlisten =" not in render("aio", TOML, service)
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole"])
+def test_every_rendered_file_starts_with_the_managed_comment(model: str) -> None:
+    for path in (TOML, SERVICE, SOCKET):
+        assert render(model, path, normalised(model)).startswith("#\n# Ansible managed\n#\n")

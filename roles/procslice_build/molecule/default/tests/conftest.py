@@ -1,21 +1,8 @@
-"""Reach the podman test host with `podman exec`, not one ansible run per command.
+"""testinfra reaches this scenario's podman host through `podman exec` (see the module)."""
 
-molecule hands testinfra an ansible inventory; testinfra has no native backend for
-the podman connection, so every command would be an ansible ad-hoc run (seconds
-each). The container is named for the inventory host, so `podman://` reaches it.
-"""
+import sys
+from pathlib import Path
 
-from __future__ import annotations
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "tests" / "molecule_support"))
 
-import pytest
-import testinfra
-
-
-@pytest.fixture(scope="module")
-def host(host):
-    if host.backend.NAME != "ansible":
-        return host
-    connection = host.backend.get_variables().get("ansible_connection", "")
-    if connection.rsplit(".", 1)[-1] != "podman":
-        return host
-    return testinfra.get_host(f"podman://{host.backend.host}")
+from podman_host import host  # noqa: E402,F401  (the fixture, overriding testinfra's)

@@ -175,3 +175,26 @@ def test_reload_under_load_fails_no_request(host):
     print(f"reload under load: {ok} answered, {bad} failed")
     assert ok > 100
     assert bad == 0
+
+
+def test_stop_drains_an_in_flight_request_within_timeout_stop_sec(host):
+    # Runs last: it stops hello-gthread. A 3 s request started before the stop completes.
+    host.run("rm -f /root/slow.out")
+    host.run(
+        "nohup sh -c 'curl -sS --max-time 20 http://127.0.0.1:8002/slow?ms=3000 "
+        "> /root/slow.out 2>&1' >/dev/null 2>&1 &"
+    )
+    time.sleep(0.7)
+    started = time.time()
+    stop = host.run("systemctl stop procslice-hello-gthread.service")
+    took = time.time() - started
+    assert stop.rc == 0, stop.stderr
+    timeout = host.check_output("systemctl show -P TimeoutStopUSec procslice-hello-gthread.service")
+    deadline = time.time() + 10
+    while host.file("/root/slow.out").content_string.strip() != "slept":
+        assert time.time() < deadline, host.file("/root/slow.out").content_string
+        time.sleep(0.3)
+    result = host.check_output("systemctl show -P Result procslice-hello-gthread.service")
+    print(f"stop took {took:.1f}s (TimeoutStopSec {timeout})")
+    assert result == "success"
+    assert took < 30

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-
-PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "filter" / "procslice.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("procslice_filter", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ps = _load()
+from filter_plugin import ps
 
 G = 1024**3
 M = 1024**2

@@ -7,8 +7,6 @@ rendering only.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +14,11 @@ import jinja2
 import pytest
 from ansible.plugins.filter.core import FilterModule as CoreFilters
 from ansible.plugins.test.core import TestModule as CoreTests
+from filter_plugin import ps
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates" / "podman" / "etc"
 
-
-def _filters() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "procslice_filter_for_templates", REPO / "plugins" / "filter" / "procslice.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ps = _filters()
 
 SERVICE = {
     "name": "demo",

@@ -11,7 +11,6 @@ hosts. All runs start together in one fixture, so the module takes a few seconds
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
 import re
 import shutil
@@ -449,14 +448,9 @@ def _spec() -> dict[str, Any]:
 
 
 def _filter_module() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "procslice_filter_for_docs", REPO / "plugins" / "filter" / "procslice.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from filter_plugin import ps
+
+    return ps
 
 
 def test_argument_spec_documents_exactly_the_keys_the_filter_knows() -> None:

@@ -8,14 +8,13 @@ procslice.toml is then loaded by the runtime's own ``procslice.config.load``.
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
+from filter_plugin import ps
 
 from procslice.config import ConfigError, load
 
@@ -23,18 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "templates"
 
 
-def _filters() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "procslice_filter_for_units", REPO / "plugins" / "filter" / "procslice.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ps = _filters()
 ENV = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
     undefined=jinja2.StrictUndefined,

@@ -70,6 +70,9 @@ molecule-roles: setup
 	done
 
 molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
+	@# The fleet lives outside molecule (unmanaged driver): molecule's saved state would
+	@# skip prepare on a second run from the same folder, after cleanup removed the hosts.
+	molecule reset -s fleet
 	molecule test -s fleet
 
 test: setup lint pytest molecule ## Everything CI runs

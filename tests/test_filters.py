@@ -261,7 +261,12 @@ def test_gunicorn_service_defaults() -> None:
     assert (svc["timeout"], svc["graceful_timeout"]) == (30, 20)
     assert (svc["max_requests"], svc["max_requests_jitter"]) == (1000, 100)
     assert svc["preload"] is False
-    assert svc["health"] == {"http": "/healthz", "tcp": False, "timeout": 10}
+    assert svc["health"] == {
+        "http": "/healthz",
+        "tcp": False,
+        "timeout": 10,
+        "url": "http://127.0.0.1:8000/healthz",
+    }
     assert svc["env"] == {}
     assert svc["directives"] == {}
     assert svc["limits"] == dict.fromkeys(ps.SERVICE_LIMIT_KEYS)
@@ -354,7 +359,7 @@ def test_podman_ports_become_publish_and_feed_listen_and_ports() -> None:
     assert svc["ports"] == [8080, 8443]
     assert svc["listen"] == ["0.0.0.0:8080", "127.0.0.1:8443"]
     assert svc["image"] == "nginx:1.27"
-    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10}
+    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10, "url": None}
     assert svc["interface"] is None
 
 
@@ -543,11 +548,16 @@ def test_normalize_does_not_look_at_the_image_archive_on_disk() -> None:
 
 def test_raw_listener_gets_a_tcp_health_check() -> None:
     svc = service(gunicorn(model="aio", interface="raw", listen=["127.0.0.1:9000"]))
-    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10}
+    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10, "url": None}
 
 
 def test_service_without_listen_has_no_probe() -> None:
-    assert service(gunicorn(model="aio"))["health"] == {"http": None, "tcp": False, "timeout": 10}
+    assert service(gunicorn(model="aio"))["health"] == {
+        "http": None,
+        "tcp": False,
+        "timeout": 10,
+        "url": None,
+    }
 
 
 def test_numeric_workers_string_becomes_int() -> None:
@@ -1354,3 +1364,24 @@ def test_supervisor_workers_count_their_threads_and_task_workers() -> None:
     assert errors(services=[fits]) == []
     tight = supervisor(workers=2, task_worker_num=2, limits={"tasks_max": 23})
     assert one_error(services=[tight]).startswith("procslice_services[api].workers: 2 workers")
+
+
+@pytest.mark.parametrize(
+    "listen,url",
+    [
+        ("0.0.0.0:8000", "http://127.0.0.1:8000/healthz"),
+        ("[::]:8000", "http://[::1]:8000/healthz"),
+        ("10.0.0.5:9000", "http://10.0.0.5:9000/healthz"),
+        ("[fd00::1]:9000", "http://[fd00::1]:9000/healthz"),
+    ],
+)
+def test_health_url_probes_a_wildcard_listen_on_loopback(listen: str, url: str) -> None:
+    service = {
+        "name": "api",
+        "model": "gunicorn",
+        "app": "a:b",
+        "package": {"source": "x"},
+        "listen": [listen],
+    }
+    (normalized,) = ps.procslice_normalize_services([service])
+    assert normalized["health"]["url"] == url

@@ -1384,6 +1384,16 @@ def _check_package(package: Any, path: str, errors: _Errors) -> None:
         errors.add(f"{path}.{given[0]}", f"{_show(package[given[0]])} is not a path")
 
 
+def _health_url(http: Any, listen: list[str]) -> str | None:
+    """The URL a host probes for its own health check: the first listen address, a
+    wildcard (0.0.0.0, [::]) probed on loopback."""
+    if not isinstance(http, str) or not listen:
+        return None
+    host, _, port = str(listen[0]).rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"http://{host}:{port}{http}"
+
+
 def _health(
     value: Any,
     path: str,
@@ -1420,7 +1430,7 @@ def _health(
             f"{_show(timeout)} is not a timeout; write a positive number of seconds",
         )
         timeout = HEALTH_TIMEOUT
-    return {"http": http, "tcp": tcp, "timeout": timeout}
+    return {"http": http, "tcp": tcp, "timeout": timeout, "url": _health_url(http, listen)}
 
 
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:

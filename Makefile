@@ -53,9 +53,10 @@ demo: deploy show ## Set up, start the fleet, deploy, and show the services answ
 
 lint: venv ## yamllint, ansible-lint, ruff, mypy
 	yamllint -s .
+	python scripts/role-docs.py --check
 	ansible-lint
-	ruff check src tests plugins roles bench examples molecule
-	ruff format --check src tests plugins roles bench examples molecule
+	ruff check src tests plugins roles bench examples molecule scripts
+	ruff format --check src tests plugins roles bench examples molecule scripts
 	mypy src/procslice
 
 pytest: venv ## Unit, runtime process, filter and preflight tests
@@ -64,16 +65,20 @@ pytest: venv ## Unit, runtime process, filter and preflight tests
 molecule: molecule-roles molecule-fleet ## Every role's scenario, then the fleet scenario
 
 molecule-roles: setup
+	@mkdir -p .cache/logs
 	@for role in $(ROLES); do \
-	  echo "== molecule: $$role"; \
-	  (cd roles/$$role && molecule test) || exit 1; \
+	  echo "== molecule: $$role (log: .cache/logs/molecule-$$role.log)"; \
+	  (cd roles/$$role && molecule test 2>&1) | tee .cache/logs/molecule-$$role.log \
+	    || { scripts/molecule-summary.sh .cache/logs/molecule-$$role.log; exit 1; }; \
 	done
 
 molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	@# The fleet lives outside molecule (unmanaged driver): molecule's saved state would
 	@# skip prepare on a second run from the same folder, after cleanup removed the hosts.
+	@mkdir -p .cache/logs
 	molecule reset -s fleet
-	molecule test -s fleet
+	molecule test -s fleet 2>&1 | tee .cache/logs/molecule-fleet.log \
+	  || { scripts/molecule-summary.sh .cache/logs/molecule-fleet.log; exit 1; }
 
 test: setup lint pytest molecule ## Everything CI runs
 

@@ -184,7 +184,12 @@ def test_stop_drains_an_in_flight_request_within_timeout_stop_sec(host):
         "nohup sh -c 'curl -sS --max-time 20 http://127.0.0.1:8002/slow?ms=3000 "
         "> /root/slow.out 2>&1' >/dev/null 2>&1 &"
     )
-    time.sleep(0.7)
+    # The request must be in flight (accepted by a worker) before the stop, not queued.
+    deadline = time.time() + 15
+    while not host.run("ss -Htn state established '( sport = :8002 )'").stdout.strip():
+        assert time.time() < deadline, "the slow request never reached the service"
+        time.sleep(0.2)
+    time.sleep(0.5)
     started = time.time()
     stop = host.run("systemctl stop procslice-hello-gthread.service")
     took = time.time() - started

@@ -711,3 +711,98 @@ def test_exporter_serves_metrics_over_http() -> None:
 def test_bad_listen_addresses_are_refused(address: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         status.parse_listen(address)
+
+
+# ------------------------------------------------------------- runtime metrics
+
+
+def _runtime_text(workers: int, rss: int) -> str:
+    from prometheus_client import generate_latest
+
+    from procslice.metrics import Snapshot, WorkerSample, registry_for
+
+    snap = Snapshot(
+        workers=workers,
+        restarts={"memory": 2},
+        samples=[
+            WorkerSample(slot=i, pid=100 + i, rss=rss, lag=0.001, inflight=0)
+            for i in range(workers)
+        ],
+    )
+    return generate_latest(registry_for(lambda: snap)).decode()
+
+
+def test_runtime_metrics_address_reads_metrics_listen():
+    assert status.runtime_metrics_address('metrics_listen = "127.0.0.1:9003"\n') == "127.0.0.1:9003"
+    assert status.runtime_metrics_address('metrics_listen = ""\n') is None
+    assert status.runtime_metrics_address("workers = 2\n") is None
+    assert status.runtime_metrics_address("not toml [") is None
+
+
+def test_merged_runtime_metrics_declare_each_family_once_with_a_service_label():
+    merged = status.merge_expositions(
+        {"hello-swoole": _runtime_text(2, 50_000_000), "hello-aio": _runtime_text(1, 40_000_000)}
+    )
+    lines = merged.splitlines()
+    assert lines.count("# TYPE procslice_workers gauge") == 1
+    assert lines.count("# TYPE procslice_worker_restarts_total counter") == 1
+    assert 'procslice_workers{service="hello-swoole"} 2.0' in lines
+    assert 'procslice_workers{service="hello-aio"} 1.0' in lines
+    assert 'procslice_worker_rss_bytes{service="hello-swoole",worker="1"} 5e+07' in lines
+    assert 'procslice_worker_restarts_total{service="hello-aio",reason="memory"} 2.0' in lines
+    # Every sample follows its own family's TYPE line.
+    family = ""
+    for line in lines:
+        if line.startswith("# TYPE "):
+            family = line.split()[2]
+        elif not line.startswith("#"):
+            assert line.startswith(family), (family, line)
+
+
+def test_runtime_metrics_are_fetched_from_each_active_runtime(tmp_path):
+    import http.server
+    import threading
+
+    body = _runtime_text(2, 1).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "hello-swoole").mkdir()
+        (tmp_path / "hello-swoole" / "procslice.toml").write_text(
+            f'metrics_listen = "0.0.0.0:{server.server_address[1]}"\n'
+        )
+        (tmp_path / "hello-aio").mkdir()
+        (tmp_path / "hello-aio" / "procslice.toml").write_text('metrics_listen = ""\n')
+        statuses = [
+            status.ServiceStatus(
+                service="hello-swoole",
+                unit="procslice-hello-swoole.service",
+                model="swoole",
+                state="active",
+            ),
+            status.ServiceStatus(
+                service="hello-aio", unit="procslice-hello-aio.service", model="aio", state="active"
+            ),
+            status.ServiceStatus(
+                service="hello-wsgi",
+                unit="procslice-hello-wsgi.service",
+                model="gunicorn",
+                state="active",
+            ),
+        ]
+        text = status.runtime_metrics(statuses, etc=str(tmp_path))
+    finally:
+        server.shutdown()
+    assert 'procslice_workers{service="hello-swoole"} 2.0' in text
+    assert "hello-aio" not in text and "hello-wsgi" not in text

@@ -70,6 +70,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -1193,6 +1194,83 @@ def prometheus_text(statuses: Sequence[ServiceStatus]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------- runtime metrics
+
+RUNTIME_MODELS = ("aio", "swoole")
+RUNTIME_TIMEOUT = 1.0
+
+
+def runtime_metrics_address(config_text: str) -> str | None:
+    """The ``metrics_listen`` of an aio/swoole service's procslice.toml, or None (off)."""
+    try:
+        data = tomllib.loads(config_text)
+    except tomllib.TOMLDecodeError:
+        return None
+    address = data.get("metrics_listen")
+    return address if isinstance(address, str) and address else None
+
+
+def _with_service(sample: str, service: str) -> str:
+    """A sample line with ``service="<name>"`` as its first label."""
+    label = f'service="{_label_value(service)}"'
+    name, brace, rest = sample.partition("{")
+    if brace:
+        return f"{name}{{{label},{rest}" if not rest.startswith("}") else f"{name}{{{label}{rest}"
+    name, _, value = sample.partition(" ")
+    return f"{name}{{{label}}} {value}"
+
+
+def merge_expositions(texts: Mapping[str, str]) -> str:
+    """Several services' Prometheus texts as one: every sample gains a ``service``
+    label and each metric family is declared once (HELP and TYPE), its samples from
+    every service together, as the text format requires."""
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for service, text in sorted(texts.items()):
+        current = ""
+        for line in text.splitlines():
+            if line.startswith("# HELP ") or line.startswith("# TYPE "):
+                _, kind, name, *rest = line.split(" ", 3)
+                help_text, type_text, samples = families.get(name, ("", "", []))
+                if kind == "HELP":
+                    help_text = help_text or (rest[0] if rest else "")
+                else:
+                    type_text = type_text or (rest[0] if rest else "untyped")
+                families[name] = (help_text, type_text, samples)
+                current = name
+            elif line and not line.startswith("#") and current:
+                families[current][2].append(_with_service(line, service))
+    lines: list[str] = []
+    for name, (help_text, type_text, samples) in families.items():
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {type_text}")
+        lines.extend(samples)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def runtime_metrics(
+    statuses: Sequence[ServiceStatus], etc: str = "/etc/procslice", timeout: float = RUNTIME_TIMEOUT
+) -> str:
+    """The metrics of every aio/swoole runtime that serves them (``metrics_listen``,
+    often loopback only), fetched now and merged: one scrape of the exporter carries
+    workers, restarts by reason, RSS per worker and loop lag of every service."""
+    texts: dict[str, str] = {}
+    for status in statuses:
+        if status.model not in RUNTIME_MODELS or status.state != "active":
+            continue
+        config = _read(f"{etc}/{status.service}/procslice.toml")
+        address = runtime_metrics_address(config) if config else None
+        if not address:
+            continue
+        host, _, port = address.rpartition(":")
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as answer:
+                texts[status.service] = answer.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            continue  # procslice_unit_up and health tell that the service is in trouble
+    return merge_expositions(texts)
+
+
 class _Scraper:
     """Collects at most once per ``min_interval`` however many scrapes arrive."""
 
@@ -1207,7 +1285,8 @@ class _Scraper:
         with self.lock:
             now = time.monotonic()
             if not self.body or now - self.when >= self.min_interval:
-                self.body = prometheus_text(self.collect_now()).encode()
+                statuses = self.collect_now()
+                self.body = (prometheus_text(statuses) + runtime_metrics(statuses)).encode()
                 self.when = time.monotonic()
             return self.body
 

@@ -59,6 +59,8 @@ def test_every_service_answers_over_the_published_ports(host):
     assert http(base, "/healthz") == "ok"
     assert http(base, "/").startswith("hello from hello-wsgi")
     assert http(base + 1, "/whoami").startswith("hello from hello-asgi")
+    assert http(base + 2, "/whoami").startswith("hello from hello-aio")
+    assert http(base + 3, "/whoami").startswith("hello from hello-swoole")
 
 
 def test_workers_match_the_budget(host):

@@ -1,0 +1,356 @@
+"""Fleet operations on the scenario's 3 hosts: a rolling code change under keep-alive
+load, the deploy lock, the audit log, rollback.yml and an interrupted controller.
+
+Runs after test_fleet.py (file order): the fleet is deployed and test_fleet.py's
+broken release sits, marked failed, on the canary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from test_fleet import HOSTS, REPO, SCENARIO_VARS, http, playbook, recap
+
+LOADGEN = REPO / "tests" / "molecule_support" / "loadgen.py"
+# Service -> offset of its published port from the host's base.
+PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3}
+MODELS = {
+    "hello-wsgi": "gunicorn",
+    "hello-asgi": "gunicorn",
+    "hello-aio": "aio",
+    "hello-swoole": "swoole",
+}
+
+
+def on(host: str, command: str, check: bool = True) -> str:
+    return subprocess.run(
+        ["podman", "exec", host, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        check=check,
+    ).stdout.strip()
+
+
+def main_pids() -> dict[tuple[str, str], str]:
+    return {
+        (host, name): on(host, f"systemctl show -P MainPID procslice-{name}.service")
+        for host in HOSTS
+        for name in PORTS
+    }
+
+
+def audit(host: str) -> list[dict]:
+    text = on(host, "cat /var/log/procslice/audit.log", check=False)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def version_data(tmp_path: Path, version: str) -> Path:
+    """The scenario's data with every app at another package version (a code change)."""
+    sources = {}
+    for app in ("hello_wsgi", "hello_asgi"):
+        copy = tmp_path / f"{app}-{version}"
+        shutil.copytree(REPO / "examples" / app, copy)
+        pyproject = copy / "pyproject.toml"
+        pyproject.write_text(
+            pyproject.read_text().replace('version = "1.0.0"', f'version = "{version}"')
+        )
+        sources[f"examples/{app}"] = str(copy)
+    data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+    for service in data["procslice_services"]:
+        service["package"] = {"source": sources[service["package"]["source"]]}
+    extra = tmp_path / f"version-{version}.json"
+    extra.write_text(json.dumps({"procslice_services": data["procslice_services"]}))
+    return extra
+
+
+def test_every_deploy_is_audited_on_every_host():
+    for host in HOSTS:
+        records = audit(host)
+        deploys = [r for r in records if r["event"] == "deploy" and r.get("result") == "ok"]
+        units = {r["unit"] for r in deploys}
+        assert {f"procslice-{name}" for name in PORTS} <= units, records[-5:]
+        first = deploys[0]
+        assert first["actor"].endswith("@" + os.uname().nodename), first
+        assert first["run"].startswith(os.uname().nodename + ":"), first
+        assert first["action"] == "started" and first["release"].startswith("releases/"), first
+        journal = on(host, "journalctl -t procslice-audit -o cat --no-pager PROCSLICE_EVENT=deploy")
+        assert "unit=procslice-hello-wsgi" in journal
+
+
+def test_rolling_code_change_under_keep_alive_load_fails_no_request(tmp_path):
+    """Every host gets version 1.0.1 of every app, one batch after another, while 2
+    keep-alive connections per service and host send 25 requests a second each."""
+    extra = version_data(tmp_path, "1.0.1")
+    targets = [
+        f"{host}/{name}=127.0.0.1:{base + off}/"
+        for host, base in HOSTS.items()
+        for name, off in PORTS.items()
+    ]
+    load = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "--connections", "2", "--rate", "25", *targets],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    before = main_pids()
+    time.sleep(3)
+    started = time.monotonic()
+    run = playbook("deploy.yml", "-e", f"@{extra}")
+    took = time.monotonic() - started
+    time.sleep(3)
+    load.send_signal(signal.SIGINT)
+    out, _ = load.communicate(timeout=60)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    tallies = json.loads(out)
+    by_service: dict[str, dict[str, int]] = {}
+    for target, tally in tallies.items():
+        name = target.split("/")[1]
+        row = by_service.setdefault(name, {"ok": 0, "failed": 0, "retried": 0})
+        for key in row:
+            row[key] += tally[key]
+    print(f"rolling deploy of 1.0.1 to {len(HOSTS)} hosts under load: {took:.0f}s")
+    for name, row in sorted(by_service.items()):
+        print(
+            f"  {name} ({MODELS[name]}): {row['ok']} answered, {row['failed']} failed, "
+            f"{row['retried']} retried on a closed idle connection"
+        )
+    for target, tally in tallies.items():
+        assert tally["failed"] == 0, (target, tally)
+        assert tally["ok"] > 50, (target, tally)
+    # A code change is a graceful reload: same main process, new code.
+    assert main_pids() == before
+    for host, base in HOSTS.items():
+        for name, off in PORTS.items():
+            assert http(base + off, "/version") == "1 1.0.1", (host, name)
+
+
+def test_rollback_goes_to_the_previous_healthy_release_and_forward_again():
+    host1 = sorted(HOSTS)[0]
+    new = on(host1, "readlink /srv/procslice/hello-wsgi/current")
+    before = main_pids()
+    started = time.monotonic()
+    run = playbook("playbooks/rollback.yml", "-e", "rollback_service=hello-wsgi")
+    took = time.monotonic() - started
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    print(f"rollback of hello-wsgi on {len(HOSTS)} hosts: {took:.1f}s")
+    for host, base in HOSTS.items():
+        # The canary's failed 9.9.9 release (test_fleet.py) is skipped: 1.0.0 serves.
+        assert http(base, "/version") == "1 1.0.0", host
+        assert main_pids()[(host, "hello-wsgi")] == before[(host, "hello-wsgi")]
+        record = [r for r in audit(host) if r["event"] == "rollback"][-1]
+        assert (record["event"], record["unit"], record["result"]) == (
+            "rollback",
+            "procslice-hello-wsgi",
+            "ok",
+        )
+        assert record["from"] == new.split("/")[-1]
+    # Forward again by the content hash, the same on every host (the ids differ).
+    forward = playbook(
+        "playbooks/rollback.yml",
+        "-e",
+        "rollback_service=hello-wsgi",
+        "-e",
+        f"rollback_release={new.split('-')[-1]}",
+    )
+    assert forward.returncode == 0, (forward.stdout + forward.stderr)[-4000:]
+    for host, base in HOSTS.items():
+        assert http(base, "/version") == "1 1.0.1", host
+
+
+def test_rollback_refuses_bad_input_before_any_host_changes():
+    for args, needle in (
+        ([], "rollback_service is required"),
+        (["-e", "rollback_service=nope"], "rollback_service=nope is not a service"),
+        (
+            ["-e", "rollback_service=hello-wsgi", "-e", "rollback_release=latest"],
+            "rollback_release=latest is not a release: give its",
+        ),
+        (
+            [
+                "-e",
+                "rollback_service=hello-wsgi",
+                "-e",
+                "rollback_release=20200101T000000Z-0123456789ab",
+            ],
+            "is not on",
+        ),
+    ):
+        run = playbook("playbooks/rollback.yml", *args)
+        assert run.returncode != 0
+        assert needle in run.stdout + run.stderr, (args, (run.stdout + run.stderr)[-2000:])
+        assert all(row["changed"] == 0 for row in recap(run.stdout).values())
+    for host, base in HOSTS.items():
+        assert http(base, "/version") == "1 1.0.1", host
+
+
+def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():
+    host1 = sorted(HOSTS)[0]
+    # A deploy of this controller in flight: a limit change started meanwhile stops and names it.
+    deploy = subprocess.Popen(
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            "/var/tmp/procslice-mfleet/hosts.yml",
+            "-i",
+            str(SCENARIO_VARS),
+            "deploy.yml",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while on(host1, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == "":
+        assert deploy.poll() is None and time.monotonic() < deadline, (
+            "the deploy never took the lock"
+        )
+        time.sleep(0.2)
+    refused = playbook("playbooks/limits.yml", "-l", host1)
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert f"{host1} is locked by another procslice run: deploy by" in out, out[-3000:]
+    assert f"pid {deploy.pid}" in out
+    # Waiting instead: the limit change runs once the deploy has released the lock.
+    waited = playbook("playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=600")
+    assert waited.returncode == 0, (waited.stdout + waited.stderr)[-3000:]
+    assert deploy.wait(timeout=600) == 0, deploy.stdout.read()[-3000:] if deploy.stdout else ""
+    assert on(host1, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == ""
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_and_audited():
+    host1 = sorted(HOSTS)[0]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    node = os.uname().nodename
+    holder = {
+        "run": f"{node}:{dead.pid}:1",
+        "actor": "ann@" + node,
+        "controller": node,
+        "pid": dead.pid,
+        "what": "deploy",
+        "since": "2026-01-01T00:00:00Z",
+    }
+    on(
+        host1,
+        f"mkdir -p /run/procslice && echo '{json.dumps(holder)}' > /run/procslice/deploy.lock",
+    )
+    run = playbook("playbooks/limits.yml", "-l", host1)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    taken = [r for r in audit(host1) if r["event"] == "lock" and r["result"] == "taken-over"]
+    assert taken and json.loads(taken[-1]["previous"])["run"] == holder["run"]
+    # A lock from another controller is not taken over before procslice_lock_stale_after.
+    other = dict(
+        holder,
+        run="elsewhere:1:1",
+        controller="elsewhere",
+        actor="bob@elsewhere",
+        since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    on(host1, f"echo '{json.dumps(other)}' > /run/procslice/deploy.lock")
+    refused = playbook("playbooks/limits.yml", "-l", host1)
+    assert refused.returncode != 0
+    assert "by bob@elsewhere" in refused.stdout + refused.stderr
+    on(host1, "rm -f /run/procslice/deploy.lock")
+
+
+def test_a_deploy_interrupted_halfway_leaves_every_host_serving_and_the_next_run_finishes(tmp_path):
+    extra = version_data(tmp_path, "1.0.2")
+    host1 = sorted(HOSTS)[0]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    deploy = subprocess.Popen(
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            "/var/tmp/procslice-mfleet/hosts.yml",
+            "-i",
+            str(SCENARIO_VARS),
+            "deploy.yml",
+            "-e",
+            f"@{extra}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    # Killed once the canary has its new release built and the rollout is under way.
+    deadline = time.monotonic() + 300
+    built = (
+        "ls -d /srv/procslice/hello-swoole/releases/*/venv/lib/python3*/site-packages/"
+        "hello_asgi-1.0.2.dist-info 2>/dev/null"
+    )
+    while not on(host1, built, check=False):
+        assert deploy.poll() is None and time.monotonic() < deadline
+        time.sleep(0.3)
+    os.killpg(deploy.pid, signal.SIGKILL)
+    deploy.wait()
+    # Every host serves one complete release: old or new, every service answering.
+    for host, base in HOSTS.items():
+        for name, off in PORTS.items():
+            assert http(base + off, "/version") in ("1 1.0.1", "1 1.0.2"), (host, name)
+    started = time.monotonic()
+    rerun = playbook("deploy.yml", "-e", f"@{extra}")
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    print(f"re-run after an interrupted deploy: {time.monotonic() - started:.0f}s")
+    for host, base in HOSTS.items():
+        for name, off in PORTS.items():
+            assert http(base + off, "/version") == "1 1.0.2", (host, name)
+    again = playbook("deploy.yml", "-e", f"@{extra}")
+    assert all(row["changed"] == 0 for row in recap(again.stdout).values())
+
+
+def test_a_host_gone_mid_rollout_stops_the_rollout_named_and_a_rerun_converges(tmp_path):
+    extra = version_data(tmp_path, "1.0.3")
+    first, second, gone = sorted(HOSTS)
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    deploy = subprocess.Popen(
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            *("-i", "/var/tmp/procslice-mfleet/hosts.yml", "-i", str(SCENARIO_VARS)),
+            *("deploy.yml", "-e", f"@{extra}"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # The host goes away once the second batch has started: the canary is done.
+    deadline = time.monotonic() + 600
+    while on(second, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == "":
+        assert deploy.poll() is None and time.monotonic() < deadline, "batch 2 never started"
+        time.sleep(0.3)
+    subprocess.run(["podman", "stop", "-t", "5", gone], check=True, capture_output=True)
+    try:
+        out, _ = deploy.communicate(timeout=900)
+        assert deploy.returncode != 0, out[-3000:]
+        rows = recap(out)
+        assert rows[gone]["unreachable"] == 1 or rows[gone]["failed"] == 1, rows
+        assert f"fatal: [{gone}]: UNREACHABLE" in out or f"[{gone}]" in out
+        for host in (first, second):
+            assert rows[host]["failed"] == 0 and rows[host]["unreachable"] == 0, rows
+            for name, off in PORTS.items():
+                assert http(HOSTS[host] + off, "/version") == "1 1.0.3", (host, name)
+    finally:
+        subprocess.run(["podman", "start", gone], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while on(gone, "systemctl is-system-running", check=False) not in ("running", "degraded"):
+        assert time.monotonic() < deadline, "the host did not come back"
+        time.sleep(1)
+    started = time.monotonic()
+    rerun = playbook("deploy.yml", "-e", f"@{extra}")
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    print(f"re-run after a host came back: {time.monotonic() - started:.0f}s")
+    for host, base in HOSTS.items():
+        for name, off in PORTS.items():
+            assert http(base + off, "/version") == "1 1.0.3", (host, name)

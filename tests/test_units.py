@@ -192,3 +192,27 @@ def test_service_without_listen_needs_no_socket() -> None:
 def test_every_rendered_file_starts_with_the_managed_comment(model: str) -> None:
     for path in (TOML, SERVICE, SOCKET):
         assert render(model, path, normalised(model)).startswith("#\n# Ansible managed\n#\n")
+
+
+def test_service_io_limits_render_one_line_per_device_after_a_reset() -> None:
+    service = normalised(
+        "aio",
+        limits={
+            "memory_max": "256M",
+            "io_read_bandwidth_max": {"/dev/vda": "50M", "/dev/vdb": "10M"},
+            "io_write_bandwidth_max": [{"path": "/dev/vda", "rate": "20M"}],
+        },
+    )
+    text = ENV.get_template("common/etc/systemd/system/SERVICE.service.d/50-limits.conf.j2").render(
+        service=service, **VARS
+    )
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    reads = [line for line in lines if line.startswith("IOReadBandwidthMax=")]
+    assert reads == [
+        "IOReadBandwidthMax=",
+        f"IOReadBandwidthMax=/dev/vda {50 * 2**20}",
+        f"IOReadBandwidthMax=/dev/vdb {10 * 2**20}",
+    ]
+    assert f"IOWriteBandwidthMax=/dev/vda {20 * 2**20}" in lines
+    assert f"MemoryMax={256 * 2**20}" in lines
+    assert not any("[" in line.split("=", 1)[1] for line in lines if "=" in line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 UNIT = "procslice-demo.service"
 CONTAINER = "procslice-demo"
@@ -156,6 +157,34 @@ def test_hardening_exposure_is_reported(host):
     score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
     print(f"{UNIT}: exposure {score}")
     assert score < 10
+
+
+def test_restart_under_keep_alive_load_is_measured(host):
+    """The podman model's figure for the rollout report: a restart (a new image or
+    environment) replaces the container, and the port is closed while it starts. The
+    load generator runs on the host's loopback; the failed requests are reported."""
+    loadgen = Path(__file__).resolve().parents[5] / "tests" / "molecule_support" / "loadgen.py"
+    host.run("rm -f /root/loadgen.py /root/load.json")
+    host.run(f"cat > /root/loadgen.py << 'EOF'\n{loadgen.read_text()}\nEOF")
+    host.run(
+        "nohup python3 /root/loadgen.py --connections 2 --rate 50 --seconds 20 "
+        f"podman=127.0.0.1:{PORT}/healthz > /root/load.json 2>/dev/null &"
+    )
+    time.sleep(4)
+    started = time.time()
+    host.check_output(f"systemctl restart {UNIT}")
+    wait_healthy(host)
+    back = time.time() - started
+    deadline = time.time() + 40
+    while not host.file("/root/load.json").content_string.strip():
+        assert time.time() < deadline, "the load generator did not finish"
+        time.sleep(1)
+    tally = json.loads(host.file("/root/load.json").content_string)["podman"]
+    print(
+        f"podman restart under keep-alive load: {tally['ok']} answered, {tally['failed']} failed "
+        f"({tally['reasons']}), {tally['retried']} retried; healthy again after {back:.1f}s"
+    )
+    assert tally["ok"] > 100
 
 
 def test_stop_is_clean_and_within_timeout(host):

@@ -10,6 +10,8 @@ export CONTAINERS_CONF := $(CURDIR)/config/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_DEPRECATION_WARNINGS := False
 FLEET_SIZE ?= 3
+# A front host running haproxy before the fleet's services (group procslice_front).
+FLEET_FRONT ?= true
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
@@ -37,8 +39,8 @@ image: deps ## Build the Debian 12 systemd base image (only when its recipe chan
 demo-image: image ## Build the demo podman app image archive (.cache/images; only when its recipe changed)
 	@scripts/build-demo-image.sh
 
-fleet: setup ## Start the local fleet (FLEET_SIZE hosts, default 3)
-	ansible-playbook playbooks/fleet.yml -e fleet_size=$(FLEET_SIZE)
+fleet: setup ## Start the local fleet (FLEET_SIZE hosts, default 3, and a front host unless FLEET_FRONT=false)
+	ansible-playbook playbooks/fleet.yml -e fleet_size=$(FLEET_SIZE) -e fleet_front=$(FLEET_FRONT)
 
 fleet-down: venv ## Destroy the local fleet
 	ansible-playbook playbooks/fleet.yml -e fleet_state=absent
@@ -82,8 +84,13 @@ molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 
 test: setup lint pytest molecule ## Everything CI runs
 
-bench: setup ## Benchmarks against the peers (bench/results/)
-	PYTHONPATH=$(CURDIR)/src python bench/run.py
+bench: setup ## Benchmarks: serving, reloads, a leak under MemoryMax, deploy times (BENCH_ONLY=leak,deploy)
+	@# matplotlib for bench/results/serving.png: installed when requirements/bench.txt changes.
+	@cmp -s requirements/bench.txt $(VENV)/.bench-stamp || { \
+	  echo "controller venv: installing requirements/bench.txt"; \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/bench.txt \
+	  && cp requirements/bench.txt $(VENV)/.bench-stamp; }
+	PYTHONPATH=$(CURDIR)/src python bench/run.py $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(BENCH_ARGS)
 
 clean: ## Destroy the local fleet and the build cache
 	-ansible-playbook playbooks/fleet.yml -e fleet_state=absent

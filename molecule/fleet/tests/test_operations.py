@@ -150,7 +150,7 @@ def test_rollback_goes_to_the_previous_healthy_release_and_forward_again():
             "procslice-hello-wsgi",
             "ok",
         )
-        assert record["from"] == new.split("/")[-1]
+        assert record["from"].split("-")[-1] == new.split("-")[-1]
     # Forward again by the content hash, the same on every host (the ids differ).
     forward = playbook(
         "playbooks/rollback.yml",
@@ -191,39 +191,54 @@ def test_rollback_refuses_bad_input_before_any_host_changes():
 
 
 def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():
+    """A run of this controller that is alive holds host1's lock (a process of ours
+    stands in for its ansible-playbook): a limit change stops naming it, or waits for
+    it with procslice_lock_wait and runs once it is released."""
     host1 = sorted(HOSTS)[0]
-    # A deploy of this controller in flight: a limit change started meanwhile stops and names it.
-    deploy = subprocess.Popen(
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            "-i",
-            "/var/tmp/procslice-mfleet/hosts.yml",
-            "-i",
-            str(SCENARIO_VARS),
-            "deploy.yml",
-        ],
-        cwd=REPO,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while on(host1, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == "":
-        assert deploy.poll() is None and time.monotonic() < deadline, (
-            "the deploy never took the lock"
+    node = os.uname().nodename
+    holder_process = subprocess.Popen(["sleep", "600"])
+    try:
+        with open(f"/proc/{holder_process.pid}/stat") as f:
+            ticks = f.read().rsplit(")", 1)[1].split()[19]
+        run = f"{node}:{holder_process.pid}:{ticks}"
+        holder = {
+            "run": run,
+            "actor": "ann@" + node,
+            "controller": node,
+            "pid": holder_process.pid,
+            "what": "deploy",
+        }
+        lock = "/usr/local/lib/procslice/lock"
+        on(host1, f"{lock} acquire --holder '{json.dumps(holder)}'")
+        refused = playbook("playbooks/limits.yml", "-l", host1)
+        out = refused.stdout + refused.stderr
+        assert refused.returncode != 0
+        assert f"{host1} is locked by another procslice run: deploy by ann@{node}" in out, out[
+            -3000:
+        ]
+        assert f"pid {holder_process.pid}" in out
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+        waiter = subprocess.Popen(
+            [
+                str(REPO / ".venv" / "bin" / "ansible-playbook"),
+                *("-i", "/var/tmp/procslice-mfleet/hosts.yml", "-i", str(SCENARIO_VARS)),
+                *("playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=300"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        time.sleep(0.2)
-    refused = playbook("playbooks/limits.yml", "-l", host1)
-    out = refused.stdout + refused.stderr
-    assert refused.returncode != 0
-    assert f"{host1} is locked by another procslice run: deploy by" in out, out[-3000:]
-    assert f"pid {deploy.pid}" in out
-    # Waiting instead: the limit change runs once the deploy has released the lock.
-    waited = playbook("playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=600")
-    assert waited.returncode == 0, (waited.stdout + waited.stderr)[-3000:]
-    assert deploy.wait(timeout=600) == 0, deploy.stdout.read()[-3000:] if deploy.stdout else ""
-    assert on(host1, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == ""
+        time.sleep(20)
+        assert waiter.poll() is None, "the second run did not wait"
+        on(host1, f"{lock} release --run {run}")
+        out, _ = waiter.communicate(timeout=300)
+        assert waiter.returncode == 0, out[-3000:]
+        assert on(host1, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == ""
+    finally:
+        holder_process.kill()
+        holder_process.wait()
 
 
 def test_a_lock_left_by_a_dead_run_is_taken_over_and_audited():
@@ -260,6 +275,51 @@ def test_a_lock_left_by_a_dead_run_is_taken_over_and_audited():
     assert refused.returncode != 0
     assert "by bob@elsewhere" in refused.stdout + refused.stderr
     on(host1, "rm -f /run/procslice/deploy.lock")
+
+
+FRONT = 19000  # the front host's published ports: FRONT + the service's offset
+
+
+def test_a_restart_of_every_service_through_the_front_fails_no_request(tmp_path):
+    """An environment change restarts every service on every host (new main
+    processes); haproxy on the front host drains each host before its batch and takes
+    it back after its health gates, while 2 keep-alive connections per service send
+    requests through it."""
+    data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+    for service in data["procslice_services"]:
+        service["env"] = {"VERSION": "2"}
+    extra = tmp_path / "env-2.json"
+    extra.write_text(json.dumps({"procslice_services": data["procslice_services"]}))
+    versions = {name: http(FRONT + off, "/version").split()[1] for name, off in PORTS.items()}
+    targets = [f"front/{name}=127.0.0.1:{FRONT + off}/" for name, off in PORTS.items()]
+    load = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "--connections", "2", "--rate", "25", *targets],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    before = main_pids()
+    time.sleep(3)
+    started = time.monotonic()
+    run = playbook("deploy.yml", "-e", f"@{extra}")
+    took = time.monotonic() - started
+    time.sleep(3)
+    load.send_signal(signal.SIGINT)
+    out, _ = load.communicate(timeout=60)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    tallies = json.loads(out)
+    print(f"restart of every service on {len(HOSTS)} hosts through haproxy: {took:.0f}s")
+    for target, tally in sorted(tallies.items()):
+        print(
+            f"  {target} ({MODELS[target.split('/')[1]]}): {tally['ok']} answered, "
+            f"{tally['failed']} failed, {tally['retried']} retried"
+        )
+    for target, tally in tallies.items():
+        assert tally["failed"] == 0, (target, tally)
+        assert tally["ok"] > 50, (target, tally)
+    after = main_pids()
+    assert all(after[key] != before[key] for key in before), "not every service restarted"
+    for name, off in PORTS.items():
+        assert http(FRONT + off, "/version") == f"2 {versions[name]}", name
 
 
 def test_a_deploy_interrupted_halfway_leaves_every_host_serving_and_the_next_run_finishes(tmp_path):

@@ -1,0 +1,77 @@
+"""The operator's view of the scenario's fleet: playbooks/status.yml, the exporter on
+every host, and the Prometheus scrape configuration reaching it over the network."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+
+from test_fleet import HOSTS, REPO, playbook
+
+# The scenario's data: workers (auto for hello-wsgi: 3 under CPUQuota=100%).
+WORKERS = {"hello-wsgi": 3, "hello-asgi": 2, "hello-aio": 2, "hello-swoole": 2}
+MODELS = {
+    "hello-wsgi": "gunicorn",
+    "hello-asgi": "gunicorn",
+    "hello-aio": "aio",
+    "hello-swoole": "swoole",
+}
+
+
+def test_status_playbook_prints_one_table_and_json_for_the_fleet(tmp_path):
+    out = tmp_path / "fleet.json"
+    run = playbook("playbooks/status.yml", "-e", f"status_json={out}")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert re.search(r"HOST\s+SERVICE\s+MODEL\s+RELEASE\s+STATE\s+WORKERS\s+CPU/QUOTA", run.stdout)
+    documents = json.loads(out.read_text())
+    assert sorted(d["host"] for d in documents) == sorted(HOSTS)
+    for document in documents:
+        services = {s["service"]: s for s in document["services"]}
+        assert set(WORKERS) <= set(services), document["host"]
+        for name, workers in WORKERS.items():
+            row = services[name]
+            current = subprocess.run(
+                ["podman", "exec", document["host"], "readlink", f"/srv/procslice/{name}/current"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            assert (row["model"], row["state"], row["workers"]) == (
+                MODELS[name],
+                "active",
+                workers,
+            ), row
+            assert row["health"]["state"] == "ok", row
+            assert row["release"] == current.split("/")[-1], row
+            assert row["tasks"]["max"] == 64 and row["memory"]["max_bytes"] > 0, row
+        # The table has a row per service of this host.
+        for name in WORKERS:
+            assert re.search(rf"^{document['host']}\s+{name}\s+{MODELS[name]}\s", run.stdout, re.M)
+
+
+def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metrics(tmp_path):
+    run = playbook("playbooks/metrics.yml", "-e", f"metrics_dir={tmp_path}")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    targets = json.loads((tmp_path / "procslice.json").read_text())
+    assert sorted(t["labels"]["host"] for t in targets) == sorted(HOSTS)
+    dashboard = json.loads((REPO / "dashboards" / "procslice.json").read_text())
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(procslice_[a-z_]+)\b", target["expr"])
+    }
+    for target in targets:
+        # Scraped the way Prometheus would: over the network, at the file_sd address.
+        (address,) = target["targets"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        served = {m.group(1) for m in re.finditer(r"^([a-z_]+)[{ ]", text, re.M)}
+        assert wanted <= served, (target["labels"]["host"], sorted(wanted - served))
+        for name in WORKERS:
+            assert re.search(rf'^procslice_unit_up{{service="{name}",[^}}]*}} 1$', text, re.M), name
+        # The runtimes' own metrics, fetched on the host's loopback by the exporter.
+        assert re.search(r'^procslice_workers\{service="hello-swoole"\} 2\.0$', text, re.M)
+        assert re.search(r'^procslice_workers\{service="hello-aio"\} 2\.0$', text, re.M)

@@ -359,7 +359,12 @@ def test_podman_ports_become_publish_and_feed_listen_and_ports() -> None:
     assert svc["ports"] == [8080, 8443]
     assert svc["listen"] == ["0.0.0.0:8080", "127.0.0.1:8443"]
     assert svc["image"] == "nginx:1.27"
-    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10, "url": None}
+    assert svc["health"] == {
+        "http": None,
+        "tcp": True,
+        "timeout": 10,
+        "url": "tcp://127.0.0.1:8080",  # the gate's TCP connect check
+    }
     assert svc["interface"] is None
 
 
@@ -548,7 +553,12 @@ def test_normalize_does_not_look_at_the_image_archive_on_disk() -> None:
 
 def test_raw_listener_gets_a_tcp_health_check() -> None:
     svc = service(gunicorn(model="aio", interface="raw", listen=["127.0.0.1:9000"]))
-    assert svc["health"] == {"http": None, "tcp": True, "timeout": 10, "url": None}
+    assert svc["health"] == {
+        "http": None,
+        "tcp": True,
+        "timeout": 10,
+        "url": "tcp://127.0.0.1:9000",
+    }
 
 
 def test_service_without_listen_has_no_probe() -> None:

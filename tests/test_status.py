@@ -806,3 +806,20 @@ def test_runtime_metrics_are_fetched_from_each_active_runtime(tmp_path):
         server.shutdown()
     assert 'procslice_workers{service="hello-swoole"} 2.0' in text
     assert "hello-aio" not in text and "hello-wsgi" not in text
+
+
+def test_tcp_health_url_is_a_connection_check():
+    import socket as socket_module
+
+    listener = socket_module.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        assert status.check_health(f"tcp://127.0.0.1:{port}") == ("ok", None)
+    finally:
+        listener.close()
+    assert status.check_health(f"tcp://127.0.0.1:{port}", timeout=1) == (
+        "failing",
+        "connection refused",
+    )

@@ -1384,14 +1384,17 @@ def _check_package(package: Any, path: str, errors: _Errors) -> None:
         errors.add(f"{path}.{given[0]}", f"{_show(package[given[0]])} is not a path")
 
 
-def _health_url(http: Any, listen: list[str]) -> str | None:
+def _health_url(http: Any, listen: list[str], tcp: bool = False) -> str | None:
     """The URL a host probes for its own health check: the first listen address, a
-    wildcard (0.0.0.0, [::]) probed on loopback."""
-    if not isinstance(http, str) or not listen:
+    wildcard (0.0.0.0, [::]) probed on loopback; tcp://HOST:PORT for a TCP check (a
+    connection accepted is healthy)."""
+    if not listen or not (isinstance(http, str) or tcp is True):
         return None
     host, _, port = str(listen[0]).rpartition(":")
     host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
-    return f"http://{host}:{port}{http}"
+    if isinstance(http, str):
+        return f"http://{host}:{port}{http}"
+    return f"tcp://{host}:{port}"
 
 
 def _health(
@@ -1430,7 +1433,7 @@ def _health(
             f"{_show(timeout)} is not a timeout; write a positive number of seconds",
         )
         timeout = HEALTH_TIMEOUT
-    return {"http": http, "tcp": tcp, "timeout": timeout, "url": _health_url(http, listen)}
+    return {"http": http, "tcp": tcp, "timeout": timeout, "url": _health_url(http, listen, tcp)}
 
 
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:

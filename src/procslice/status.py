@@ -772,7 +772,19 @@ def _workers(status: ServiceStatus, root: str) -> int | None:
 
 
 def check_health(url: str, timeout: float = HEALTH_TIMEOUT) -> tuple[str, str | None]:
-    """GET ``url`` (no proxy): ``("ok", None)`` on 200, else ``("failing", why)``."""
+    """GET ``url`` (no proxy): ``("ok", None)`` on 200, else ``("failing", why)``.
+    ``tcp://HOST:PORT`` (a TCP health check): ok when a connection is accepted."""
+    if url.startswith("tcp://"):
+        host, _, port = url[len("tcp://") :].rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except ConnectionRefusedError:
+            return "failing", "connection refused"
+        except TimeoutError:
+            return "failing", f"no answer within {timeout:g}s"
+        except (OSError, ValueError) as exc:
+            return "failing", str(exc) or type(exc).__name__
+        return "ok", None
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout) as answer:

@@ -5,6 +5,7 @@ trees with a fake ``systemctl``, the table, the --json schema and the Prometheus
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import re
@@ -823,3 +824,41 @@ def test_tcp_health_url_is_a_connection_check():
         "failing",
         "connection refused",
     )
+
+
+def test_runtime_metrics_addresses_given_on_the_command_line_win(tmp_path):
+    import http.server
+    import threading
+
+    body = _runtime_text(3, 1).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # The exporter cannot read /etc/procslice/<name>/ (0750): no config file here.
+        statuses = [
+            status.ServiceStatus(
+                service="hello-aio", unit="procslice-hello-aio.service", model="aio", state="active"
+            )
+        ]
+        text = status.runtime_metrics(
+            statuses,
+            etc=str(tmp_path / "unreadable"),
+            addresses={"hello-aio": f"127.0.0.1:{server.server_address[1]}"},
+        )
+    finally:
+        server.shutdown()
+    assert 'procslice_workers{service="hello-aio"} 3.0' in text
+    assert status._address_arg("hello-aio=127.0.0.1:9002") == ("hello-aio", "127.0.0.1:9002")
+    with pytest.raises(argparse.ArgumentTypeError):
+        status._address_arg("hello-aio=nowhere")

@@ -1210,6 +1210,9 @@ def prometheus_text(statuses: Sequence[ServiceStatus]) -> str:
 
 RUNTIME_MODELS = ("aio", "swoole")
 RUNTIME_TIMEOUT = 1.0
+# Service name -> metrics_listen, from --runtime-metrics (the exporter's unit names them:
+# it cannot read the services' 0750 configuration directories).
+RUNTIME_ADDRESSES: dict[str, str] = {}
 
 
 def runtime_metrics_address(config_text: str) -> str | None:
@@ -1260,7 +1263,10 @@ def merge_expositions(texts: Mapping[str, str]) -> str:
 
 
 def runtime_metrics(
-    statuses: Sequence[ServiceStatus], etc: str = "/etc/procslice", timeout: float = RUNTIME_TIMEOUT
+    statuses: Sequence[ServiceStatus],
+    etc: str = "/etc/procslice",
+    timeout: float = RUNTIME_TIMEOUT,
+    addresses: Mapping[str, str] | None = None,
 ) -> str:
     """The metrics of every aio/swoole runtime that serves them (``metrics_listen``,
     often loopback only), fetched now and merged: one scrape of the exporter carries
@@ -1269,8 +1275,11 @@ def runtime_metrics(
     for status in statuses:
         if status.model not in RUNTIME_MODELS or status.state != "active":
             continue
-        config = _read(f"{etc}/{status.service}/procslice.toml")
-        address = runtime_metrics_address(config) if config else None
+        known = RUNTIME_ADDRESSES if addresses is None else addresses
+        address = known.get(status.service)
+        if address is None:
+            config = _read(f"{etc}/{status.service}/procslice.toml")
+            address = runtime_metrics_address(config) if config else None
         if not address:
             continue
         host, _, port = address.rpartition(":")
@@ -1388,11 +1397,24 @@ def _interval(text: str) -> float:
 
 def _health_arg(text: str) -> tuple[str, str]:
     name, sep, url = text.partition("=")
-    if not sep or not name or not re.match(r"https?://", url):
+    if not sep or not name or not re.match(r"(https?|tcp)://", url):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not NAME=URL (e.g. api=http://127.0.0.1:8000/healthz)"
         )
     return name, url
+
+
+def _address_arg(text: str) -> tuple[str, str]:
+    name, sep, address = text.partition("=")
+    if (
+        not sep
+        or not name
+        or not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):[0-9]{1,5}$", address)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not NAME=HOST:PORT (e.g. api=127.0.0.1:9003)"
+        )
+    return name, address
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -1421,6 +1443,15 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the health URL of a service (default: the one its health gate last used)",
     )
     parser.add_argument("--no-health", action="store_true", help="do not ask the health URLs")
+    parser.add_argument(
+        "--runtime-metrics",
+        type=_address_arg,
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="with --serve: an aio/swoole service's metrics_listen, served onwards "
+        "(default: read from /etc/procslice/NAME/procslice.toml)",
+    )
     parser.add_argument(
         "--from",
         dest="source",
@@ -1452,6 +1483,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     health_urls = dict(args.health)
+    RUNTIME_ADDRESSES.update(dict(args.runtime_metrics))
 
     def collect_now(interval: float) -> list[ServiceStatus]:
         return collect(

@@ -52,7 +52,8 @@ async def exchange(
         raise ClosedBeforeAnswer
     status = int(line.split()[1])
     length = 0
-    keep = True
+    # HTTP/1.0 closes after the answer unless it says keep-alive; HTTP/1.1 keeps it open.
+    keep = not line.startswith(b"HTTP/1.0")
     while True:
         header = await reader.readline()
         if header in (b"\r\n", b"\n"):
@@ -65,6 +66,8 @@ async def exchange(
             length = int(value)
         elif name == "connection" and "close" in value.lower():
             keep = False
+        elif name == "connection" and "keep-alive" in value.lower():
+            keep = True
     await reader.readexactly(length)
     return status, keep
 

@@ -48,7 +48,8 @@ def test_status_playbook_prints_one_table_and_json_for_the_fleet(tmp_path):
             assert row["tasks"]["max"] == 64 and row["memory"]["max_bytes"] > 0, row
         # The table has a row per service of this host.
         for name in WORKERS:
-            assert re.search(rf"^{document['host']}\s+{name}\s+{MODELS[name]}\s", run.stdout, re.M)
+            row = rf"^\s*{document['host']}\s+{name}\s+{MODELS[name]}\s"
+            assert re.search(row, run.stdout, re.M), name
 
 
 def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metrics(tmp_path):

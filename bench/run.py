@@ -1,6 +1,7 @@
-"""procslice against its peers, measured in one run on this machine.
+"""procslice against its peers, measured on this machine.
 
     PYTHONPATH=src .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]]
+    make bench [BENCH_ONLY=serving,leak,deploy-1] [BENCH_ARGS=--quick]
 
 Every server runs 2 workers on a free 127.0.0.1 port, started as its own process
 group, waited for (an HTTP GET answered 200), measured with wrk, then stopped
@@ -14,17 +15,30 @@ group, waited for (an HTTP GET answered 200), measured with wrk, then stopped
   processes); ratio = requests/s / bare uvloop's.
 * reload: ``wrk -c64 -d8s`` while the master gets SIGHUP three times, 2 s apart:
   requests, socket errors and non-2xx responses (ratio null).
+* leak (bench/leak.py): a leaking app under MemoryMax on a host of the bench fleet,
+  gunicorn against procslice swoole's memory recycling: OOM kills, failed requests,
+  worker replacements; ratio = failed requests / gunicorn + uvicorn-worker's.
+* deploy (bench/deploy_times.py): deploy.yml on fresh fleets of 1, 3 and 6 hosts:
+  first deploy, no-op re-deploy and a live limit change; ratio = seconds / the floor
+  (a one-task playbook on the same fleet).
+
+The leak and deploy sections start their own fleet (bench/fleet.py: containers
+procslice-bfleet<i>) and destroy it at the end (``--keep-fleet`` keeps it).
 
 The figures are one run on a shared machine, so read the ratios, not the absolute
-numbers (bench/results/latest.json records the load average around the run).  Goals
-are reported, never asserted.  Results: bench/results/latest.json and latest.md;
-server logs: bench/results/logs/.
+numbers (bench/results/latest.json records the load average around each section).
+Goals are reported, never asserted.  Results: bench/results/latest.json, latest.md
+and serving.png (the serving figures, drawn with matplotlib); logs:
+bench/results/logs/.  A run replaces the rows it measured in latest.json and keeps
+the others (each row and section carries its date), so one section can be measured
+again alone; ``--no-merge`` writes the files from this run only.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -44,6 +58,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import chart
+import deploy_times
+import fleet
+import leak
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 APPS = BENCH / "apps"
@@ -62,6 +81,7 @@ ASGI_BASELINE = "gunicorn-uvicorn"
 RAW_BASELINE = "uvloop-reuseport"
 GOAL_SERVING = 1.1  # procslice aio/swoole vs gunicorn + uvicorn-worker
 GOAL_RAW = 0.9  # procslice raw vs bare uvloop
+SECTIONS = ("serving", "raw", "reload", "leak", "deploy")  # the order of latest.md
 
 Argv = Callable[[int], list[str]]
 
@@ -496,17 +516,36 @@ class Options:
     connections: int
     rounds: int = 1
     only: set[str] = field(default_factory=set)
+    leak_options: leak.Options = field(default_factory=leak.Options)
+    deploy_sizes: list[int] = field(default_factory=list)
+    keep_fleet: bool = False
+    merge: bool = True
+    render_only: bool = False
+
+
+def known_names() -> list[str]:
+    """Every name ``--only`` takes: sections, wrk cases, leak cases, deploy sizes."""
+    names = [*SECTIONS, *(case.name for case in CASES), *leak.NAMES, *deploy_times.NAMES]
+    return list(dict.fromkeys(names))
+
+
+def wants(only: set[str], section: str, names: list[str]) -> bool:
+    """Whether ``--only`` (empty: everything) asks for any of a section's names."""
+    return not only or section in only or bool(only & set(names))
 
 
 def select(only: set[str]) -> list[Case]:
-    """The cases ``--only`` names (a case name or a bench kind), plus their baselines."""
+    """The wrk cases ``--only`` names (a case name or a bench kind), plus their baselines.
+
+    Names of the leak and deploy sections are accepted and select no wrk case.
+    """
     if not only:
         return list(CASES)
-    known = {case.name for case in CASES} | {case.bench for case in CASES}
+    known = set(known_names())
     unknown = only - known
     if unknown:
         raise SystemExit(
-            f"--only: unknown {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+            f"--only: unknown {', '.join(sorted(unknown))} (known: {', '.join(known_names())})"
         )
     wanted = [case for case in CASES if case.name in only or case.bench in only]
     baselines = {(case.bench, case.baseline) for case in wanted if case.baseline}
@@ -625,6 +664,9 @@ def versions() -> dict[str, str]:
         found["procslice"] = procslice.__version__
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         found["httptools"] = importlib.metadata.version("httptools")
+    if shutil.which("wrk") is None:
+        found["wrk"] = "not installed"
+        return found
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     first = (done.stdout or done.stderr).strip().splitlines()
     found["wrk"] = first[0].split(" Copyright")[0].removeprefix("wrk ") if first else "unknown"
@@ -691,6 +733,22 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         # A server that did not reload has not met the goal, whatever its error count.
         checks.append({"goal": goal, "measured": measured, "met": errors == 0 and raw["reloaded"]})
+    row = find(rows, "leak", "procslice-swoole")
+    if row is not None:
+        raw = row["raw"]
+        goal = f"{row['label']}: no OOM kill and no failed request under the leak"
+        if "error" in raw:
+            checks.append({"goal": goal, "measured": "failed", "met": None})
+        else:
+            replaced = sum(raw["workers_replaced"].values())
+            checks.append(
+                {
+                    "goal": goal,
+                    "measured": f"{raw['oom_kills']} OOM kills, {raw['failed']} failed of "
+                    f"{raw['requests']:,}, {replaced} worker(s) recycled",
+                    "met": raw["oom_kills"] == 0 and raw["failed"] == 0,
+                }
+            )
     return checks
 
 
@@ -698,29 +756,61 @@ def _fmt_ratio(row: dict[str, Any]) -> str:
     return "—" if row["ratio"] is None else f"{row['ratio']:.2f}x"
 
 
+def _loads(meta: dict[str, Any]) -> str:
+    info = meta.get("machine", {})
+    start, end = info.get("load_average_start"), info.get("load_average_end")
+    if not start or not end:
+        return "Load average not recorded"
+    return (
+        f"Load average (1/5/15 min) at start {'/'.join(map(str, start))}, "
+        f"at end {'/'.join(map(str, end))}"
+    )
+
+
+def _dated(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """The newest date of a section's rows, and how to say when they were measured."""
+    dates = sorted({row.get("date", "") for row in rows} - {""})
+    if not dates:
+        return "", "Measured on an unrecorded date"
+    if len(dates) == 1:
+        return dates[0], f"Measured {dates[0]}"
+    return dates[-1], (
+        f"Measured in {len(dates)} runs, {dates[0]} to {dates[-1]}; rows from an earlier run "
+        "carry their date, and what follows describes the newest run"
+    )
+
+
+def _label(row: dict[str, Any], newest: str) -> str:
+    date = row.get("date", "")
+    return row["label"] if not date or date == newest else f"{row['label']} ({date})"
+
+
+def _wrk_line(meta: dict[str, Any]) -> str:
+    options = meta.get("options", {})
+    line = (
+        f"{WORKERS} workers per server on {HOST}, load generator on the same machine: "
+        f"`wrk -t1 -c{options.get('connections', '?')} -d{options.get('duration', 0):g}s` "
+        f"after a {options.get('warmup', 0):g} s warm-up"
+    )
+    if options.get("rounds", 1) > 1:
+        line += f", measured {options['rounds']} times interleaved (medians)"
+    return line
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """bench/results/latest.md: the tables and the goals."""
+    """bench/results/latest.md: the tables, each section dated, and the goals."""
     info = report["machine"]
-    options = report["options"]
     rows: list[dict[str, Any]] = report["rows"]
+    sections: dict[str, Any] = report.get("sections", {})
     versions_line = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     lines = [
-        f"# procslice benchmarks: one run, {report['date']}",
+        "# procslice benchmarks",
         "",
+        f"Latest run {report['date']}; every section says when it was measured "
+        "(`make bench BENCH_ONLY=<section>` measures one again and keeps the others). "
         f"{info['cpus']} CPUs ({info['cpus_usable']} usable), Python {info['python']}; "
-        f"{versions_line}.",
-        f"{WORKERS} workers per server on {HOST}, load generator on the same machine: "
-        f"`wrk -t1 -c{options['connections']} -d{options['duration']:g}s` after a "
-        f"{options['warmup']:g} s warm-up"
-        + (
-            f", serving and raw cases measured {options['rounds']} times interleaved (medians)"
-            if options["rounds"] > 1
-            else ""
-        )
-        + f". Load average (1/5/15 min) at start "
-        f"{'/'.join(map(str, info['load_average_start']))}, at end "
-        f"{'/'.join(map(str, info['load_average_end']))}: other work shared the machine, "
-        "so read the ratios, not the absolute figures.",
+        f"{versions_line}. Other work shared the machine, so read the ratios, not the "
+        "absolute figures.",
         "",
     ]
     for bench, title, baseline in (
@@ -730,8 +820,12 @@ def markdown(report: dict[str, Any]) -> str:
         chosen = [row for row in rows if row["bench"] == bench]
         if not chosen:
             continue
+        meta = sections.get(bench, {})
+        newest, when = _dated(chosen)
         lines += [
             f"## {title}",
+            "",
+            f"{when}: {_wrk_line(meta)}. {_loads(meta)}.",
             "",
             f"| server ({WORKERS} workers) | requests/s | p99 | ratio vs {baseline} "
             "| connections per worker |",
@@ -739,23 +833,30 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for row in chosen:
             raw = row["raw"]
+            label = _label(row, newest)
             if "error" in raw:
-                lines.append(f"| {row['label']} | failed: {raw['error'][:80]} | | | |")
+                lines.append(f"| {label} | failed: {raw['error'][:80]} | | | |")
                 continue
             p99 = "—" if raw["p99_ms"] is None else f"{raw['p99_ms']:.2f} ms"
             spread = "/".join(map(str, raw.get("connections_per_worker", []))) or "—"
-            lines.append(
-                f"| {row['label']} | {raw['rps']:,.0f} | {p99} | {_fmt_ratio(row)} | {spread} |"
-            )
+            lines.append(f"| {label} | {raw['rps']:,.0f} | {p99} | {_fmt_ratio(row)} | {spread} |")
         lines.append("")
+        if bench == "raw" and report.get("chart"):
+            lines += [f"![requests/s per server, with the ratios]({report['chart']})", ""]
+    if report.get("chart") and not any(row["bench"] == "raw" for row in rows):
+        lines += [f"![requests/s per server, with the ratios]({report['chart']})", ""]
     chosen = [row for row in rows if row["bench"] == "reload"]
     if chosen:
+        meta = sections.get("reload", {})
+        options = meta.get("options", {})
+        newest, when = _dated(chosen)
+        duration = float(options.get("duration", 8))
         lines += [
             "## Reloads under keep-alive load",
             "",
-            f"`wrk -c{options['connections']} -d{options['duration']:g}s` while the master "
-            f"gets SIGHUP {RELOADS} times, at "
-            f"{', '.join(f'{at:g}' for at in hup_times(options['duration']))} s.",
+            f"{when}: `wrk -c{options.get('connections', '?')} -d{duration:g}s` while the "
+            f"master gets SIGHUP {RELOADS} times, at "
+            f"{', '.join(f'{at:g}' for at in hup_times(duration))} s. {_loads(meta)}.",
             "",
             "| server | requests | socket errors (connect/read/write/timeout) | non-2xx "
             "| workers replaced |",
@@ -763,8 +864,9 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for row in chosen:
             raw = row["raw"]
+            label = _label(row, newest)
             if "error" in raw:
-                lines.append(f"| {row['label']} | failed: {raw['error'][:80]} | | | |")
+                lines.append(f"| {label} | failed: {raw['error'][:80]} | | | |")
                 continue
             errors = raw["errors"]
             total = sum(errors.values())
@@ -775,18 +877,24 @@ def markdown(report: dict[str, Any]) -> str:
                 else "no reload"
             )
             lines.append(
-                f"| {row['label']} | {raw['requests']:,} | {total} ({detail}) "
+                f"| {label} | {raw['requests']:,} | {total} ({detail}) "
                 f"| {raw['non_2xx']} | {replaced} |"
             )
         lines.append("")
+    lines += leak.markdown(
+        [row for row in rows if row["bench"] == "leak"], sections.get("leak", {})
+    )
+    lines += deploy_times.markdown(
+        [row for row in rows if row["bench"] == "deploy"], sections.get("deploy", {})
+    )
     checks = report["goals"]
     if checks:
         lines += [
             "## Goals",
             "",
             f"procslice aio and swoole >= {GOAL_SERVING}x gunicorn + uvicorn-worker; "
-            f">= {GOAL_RAW}x bare uvloop in raw mode; zero socket errors across reloads. "
-            "In this run:",
+            f">= {GOAL_RAW}x bare uvloop in raw mode; zero socket errors across reloads; "
+            "swoole under a leak: no OOM kill, no failed request. Measured:",
             "",
         ]
         for check in checks:
@@ -806,7 +914,9 @@ def parse_args(argv: list[str] | None) -> Options:
         "--connections", type=int, default=64, help="wrk keep-alive connections (64)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 1 s warm-up, 1 s per wrk run"
+        "--quick",
+        action="store_true",
+        help="a smoke run: 1 s warm-up, 1 s per wrk run, 10 s of leak, 1-host deploy only",
     )
     parser.add_argument(
         "--rounds",
@@ -819,21 +929,54 @@ def parse_args(argv: list[str] | None) -> Options:
         "--only",
         default="",
         metavar="NAME[,NAME]",
-        help="measure only these (case names, or serving/raw/reload); baselines are added. "
-        "Names: " + ", ".join(dict.fromkeys(case.name for case in CASES)),
+        help="measure only these (sections, or case names); wrk and leak baselines are "
+        "added. Names: " + ", ".join(known_names()),
+    )
+    parser.add_argument(
+        "--leak-duration", type=int, default=None, help="seconds of load per leak case (60)"
+    )
+    parser.add_argument(
+        "--keep-fleet",
+        action="store_true",
+        help="leave the bench fleet (procslice-bfleet*) running after the leak and deploy sections",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: write latest.md and serving.png again from latest.json",
+    )
+    parser.add_argument(
+        "--no-merge",
+        dest="merge",
+        action="store_false",
+        help="write latest.json and latest.md from this run only, instead of replacing the "
+        "rows it measured and keeping the others",
     )
     args = parser.parse_args(argv)
     warmup = 1.0 if args.quick else WARMUP
     duration = float(args.duration or (1 if args.quick else 8))
     if duration < 1 or args.connections < 1:
         parser.error("--duration and --connections must be at least 1")
+    leak_duration = float(args.leak_duration or (10 if args.quick else 60))
+    if leak_duration < 5:
+        parser.error("--leak-duration must be at least 5")
     only = {name.strip() for name in args.only.split(",") if name.strip()}
+    sizes: list[int] = []
+    if wants(only, "deploy", deploy_times.NAMES):
+        sizes = deploy_times.select(only)
+        if args.quick and not only & set(deploy_times.NAMES):
+            sizes = sizes[:1]
     return Options(
         duration=duration,
         warmup=warmup,
         connections=args.connections,
         rounds=args.rounds,
         only=only,
+        leak_options=leak.Options(duration=leak_duration),
+        deploy_sizes=sizes,
+        keep_fleet=args.keep_fleet,
+        merge=args.merge,
+        render_only=args.render_only,
     )
 
 
@@ -841,48 +984,159 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def section_meta(
+    started: datetime.datetime, load_start: tuple[float, float, float], options: dict[str, Any]
+) -> dict[str, Any]:
+    """A section's date, machine (load average around it) and options."""
+    return {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(load_start),
+        "options": options,
+    }
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def previous_report(path: Path) -> dict[str, Any] | None:
+    """latest.json as the last runs left it, with every row and section dated."""
+    try:
+        report: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report.get("rows"), list):
+        return None
+    sections = report.setdefault("sections", {})
+    for row in report["rows"]:
+        # Files from before sections were dated: the whole run had one date.
+        row.setdefault("date", report.get("date", ""))
+        sections.setdefault(
+            row["bench"],
+            {
+                "date": report.get("date", ""),
+                "machine": report.get("machine", {}),
+                "options": report.get("options", {}),
+            },
+        )
+    return report
+
+
+def merge(previous: dict[str, Any] | None, report: dict[str, Any]) -> dict[str, Any]:
+    """This run's rows and sections over the previous ones, in SECTIONS order."""
+    if previous is None:
+        return report
+    fresh = {(row["bench"], row["subject"]): row for row in report["rows"]}
+    rows = [fresh.pop((row["bench"], row["subject"]), row) for row in previous["rows"]]
+    rows += list(fresh.values())
+    order = {name: index for index, name in enumerate(SECTIONS)}
+    rows.sort(key=lambda row: order.get(row["bench"], len(order)))  # stable: rows keep order
+    merged = dict(report)
+    merged["rows"] = rows
+    merged["sections"] = {**previous.get("sections", {}), **report["sections"]}
+    return merged
+
+
+def write(report: dict[str, Any]) -> str:
+    """Goals, chart, latest.json and latest.md from a report; the markdown."""
+    report["goals"] = goals(report["rows"])
+    serving = report.get("sections", {}).get("serving", {})
+    drawn = chart.draw(
+        [row for row in report["rows"] if row["bench"] in ("serving", "raw")],
+        RESULTS / "serving.png",
+        subtitle=f"procslice bench/results/latest.md, serving measured "
+        f"{serving.get('date', '?')}, {report['machine']['cpus']} CPUs, 2 workers per "
+        "server, wrk on the same machine",
+    )
+    report["chart"] = drawn.name if drawn else None
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (RESULTS / "latest.md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected cases; write bench/results/latest.json and latest.md."""
+    """Run the selected sections; merge them into bench/results/latest.json, latest.md."""
     options = parse_args(argv)
-    if shutil.which("wrk") is None:
+    if options.render_only:
+        previous = previous_report(RESULTS / "latest.json")
+        if previous is None:
+            print("bench: no bench/results/latest.json to render", file=sys.stderr)
+            return 2
+        write(previous)
+        print("bench: wrote bench/results/latest.md and serving.png from latest.json")
+        return 0
+    cases = select(options.only)
+    leak_cases = leak.select(options.only) if wants(options.only, "leak", leak.NAMES) else []
+    if cases and shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
-    cases = select(options.only)
     signal.signal(signal.SIGTERM, _terminate)
     load_start = os.getloadavg()
-    started = datetime.datetime.now(datetime.UTC)
+    started = _now()
     print(
-        f"bench: {len(cases)} case(s), wrk -t1 -c{options.connections} -d{options.duration:g}s "
-        f"after {options.warmup:g} s warm-up; load average {load_start[0]:.2f}",
+        f"bench: {len(cases)} wrk case(s), wrk -t1 -c{options.connections} "
+        f"-d{options.duration:g}s after {options.warmup:g} s warm-up; "
+        f"{len(leak_cases)} leak case(s) of {options.leak_options.duration:g} s; deploy times on "
+        f"{', '.join(map(str, options.deploy_sizes)) or 'no'} host fleet(s); "
+        f"load average {load_start[0]:.2f}",
         flush=True,
     )
+    wrk_options = {
+        "duration": options.duration,
+        "warmup": options.warmup,
+        "connections": options.connections,
+        "workers": WORKERS,
+        "rounds": options.rounds,
+    }
+    rows: list[dict[str, Any]] = []
+    sections: dict[str, Any] = {}
+    used_fleet = bool(leak_cases or options.deploy_sizes)
     try:
-        rows = run(cases, options)
+        if cases:
+            wrk_rows = run(cases, options)
+            meta = section_meta(started, load_start, wrk_options)
+            for row in wrk_rows:
+                row["date"] = meta["date"]
+                sections[row["bench"]] = meta
+            rows += wrk_rows
+        if leak_cases:
+            leak_load, leak_started = os.getloadavg(), _now()
+            rows += leak.run(leak_cases, options.leak_options)
+            sections["leak"] = section_meta(
+                leak_started, leak_load, {"leak": dataclasses.asdict(options.leak_options)}
+            )
+        if options.deploy_sizes:
+            deploy_load, deploy_started = os.getloadavg(), _now()
+            rows += deploy_times.run(options.deploy_sizes)
+            sections["deploy"] = section_meta(
+                deploy_started, deploy_load, {"sizes": options.deploy_sizes}
+            )
     except KeyboardInterrupt:
         print("bench: interrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
         kill_leftovers()
+        if used_fleet and not options.keep_fleet:
+            print("bench: destroying the bench fleet", flush=True)
+            try:
+                fleet.down()
+            except (RuntimeError, OSError) as exc:
+                print(f"bench: {exc}", file=sys.stderr)
     report: dict[str, Any] = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(load_start),
-        "options": {
-            "duration": options.duration,
-            "warmup": options.warmup,
-            "connections": options.connections,
-            "workers": WORKERS,
-            "rounds": options.rounds,
-            "only": sorted(options.only),
-        },
+        "options": {**wrk_options, "only": sorted(options.only)},
+        "sections": sections,
         "rows": rows,
     }
-    report["goals"] = goals(rows)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (RESULTS / "latest.md").write_text(text)
+    latest = RESULTS / "latest.json"
+    if options.merge:
+        report = merge(previous_report(latest), report)
+    text = write(report)
     print(f"\n{text}")
-    print(f"bench: wrote {(RESULTS / 'latest.json').relative_to(ROOT)} and latest.md", flush=True)
+    print(f"bench: wrote {latest.relative_to(ROOT)}, latest.md and serving.png", flush=True)
     return 0
 
 

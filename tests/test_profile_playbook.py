@@ -17,11 +17,11 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from test_preflight import Run  # an ansible-playbook run: exit code, output, plays, recap
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = ("profile-a", "profile-b")
@@ -68,21 +68,6 @@ BAD: dict[str, tuple[list[str], list[str]]] = {
     ),
 }
 GOOD = ["profile_service=hello-wsgi", "profile_seconds=3", "profile_workers=main"]
-
-
-@dataclass
-class Run:
-    rc: int
-    out: str
-
-    @property
-    def plays(self) -> list[str]:
-        return re.findall(r"^PLAY \[(.*)\] \*+$", self.out, re.MULTILINE)
-
-    def recap(self, host: str) -> dict[str, int]:
-        match = re.search(rf"^{re.escape(host)}\s+:\s+(.*)$", self.out, re.MULTILINE)
-        assert match, f"no recap line for {host}:\n{self.out}"
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
 def _inventory(root: Path) -> Path:

@@ -6,6 +6,7 @@ trees with a fake ``systemctl``, the table, the --json schema and the Prometheus
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import re
@@ -733,6 +734,29 @@ def _runtime_text(workers: int, rss: int) -> str:
     return generate_latest(registry_for(lambda: snap)).decode()
 
 
+@contextlib.contextmanager
+def runtime_endpoint(workers: int) -> Iterator[int]:
+    """A real HTTP server on loopback answering the runtime's metrics; its port."""
+    body = _runtime_text(workers, 1).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+
+
 def test_runtime_metrics_address_reads_metrics_listen():
     assert status.runtime_metrics_address('metrics_listen = "127.0.0.1:9003"\n') == "127.0.0.1:9003"
     assert status.runtime_metrics_address('metrics_listen = ""\n') is None
@@ -761,50 +785,24 @@ def test_merged_runtime_metrics_declare_each_family_once_with_a_service_label():
 
 
 def test_runtime_metrics_are_fetched_from_each_active_runtime(tmp_path):
-    import http.server
-    import threading
+    def service(name: str, model: str) -> status.ServiceStatus:
+        return status.ServiceStatus(
+            service=name, unit=f"procslice-{name}.service", model=model, state="active"
+        )
 
-    body = _runtime_text(2, 1).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with runtime_endpoint(2) as port:
         (tmp_path / "hello-swoole").mkdir()
         (tmp_path / "hello-swoole" / "procslice.toml").write_text(
-            f'metrics_listen = "0.0.0.0:{server.server_address[1]}"\n'
+            f'metrics_listen = "0.0.0.0:{port}"\n'
         )
         (tmp_path / "hello-aio").mkdir()
         (tmp_path / "hello-aio" / "procslice.toml").write_text('metrics_listen = ""\n')
         statuses = [
-            status.ServiceStatus(
-                service="hello-swoole",
-                unit="procslice-hello-swoole.service",
-                model="swoole",
-                state="active",
-            ),
-            status.ServiceStatus(
-                service="hello-aio", unit="procslice-hello-aio.service", model="aio", state="active"
-            ),
-            status.ServiceStatus(
-                service="hello-wsgi",
-                unit="procslice-hello-wsgi.service",
-                model="gunicorn",
-                state="active",
-            ),
+            service("hello-swoole", "swoole"),
+            service("hello-aio", "aio"),
+            service("hello-wsgi", "gunicorn"),
         ]
         text = status.runtime_metrics(statuses, etc=str(tmp_path))
-    finally:
-        server.shutdown()
     assert 'procslice_workers{service="hello-swoole"} 2.0' in text
     assert "hello-aio" not in text and "hello-wsgi" not in text
 
@@ -827,37 +825,18 @@ def test_tcp_health_url_is_a_connection_check():
 
 
 def test_runtime_metrics_addresses_given_on_the_command_line_win(tmp_path):
-    import http.server
-    import threading
-
-    body = _runtime_text(3, 1).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        # The exporter cannot read /etc/procslice/<name>/ (0750): no config file here.
-        statuses = [
-            status.ServiceStatus(
-                service="hello-aio", unit="procslice-hello-aio.service", model="aio", state="active"
-            )
-        ]
+    # The exporter cannot read /etc/procslice/<name>/ (0750): no config file here.
+    statuses = [
+        status.ServiceStatus(
+            service="hello-aio", unit="procslice-hello-aio.service", model="aio", state="active"
+        )
+    ]
+    with runtime_endpoint(3) as port:
         text = status.runtime_metrics(
             statuses,
             etc=str(tmp_path / "unreadable"),
-            addresses={"hello-aio": f"127.0.0.1:{server.server_address[1]}"},
+            addresses={"hello-aio": f"127.0.0.1:{port}"},
         )
-    finally:
-        server.shutdown()
     assert 'procslice_workers{service="hello-aio"} 3.0' in text
     assert status._address_arg("hello-aio=127.0.0.1:9002") == ("hello-aio", "127.0.0.1:9002")
     with pytest.raises(argparse.ArgumentTypeError):

@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parents[3]
 INVENTORY = Path("/var/tmp/procslice-mfleet/hosts.yml")
 SCENARIO_VARS = REPO / "molecule" / "fleet" / "inventory"
 HOSTS = {"procslice-mfleet1": 19100, "procslice-mfleet2": 19200, "procslice-mfleet3": 19300}
+# The scenario's services: model, and the offset of the published port from a host's base.
+MODELS = {
+    "hello-wsgi": "gunicorn",
+    "hello-asgi": "gunicorn",
+    "hello-aio": "aio",
+    "hello-swoole": "swoole",
+}
+PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3}
 
 testinfra_hosts = [f"ansible://{name}" for name in HOSTS]
 
@@ -37,6 +45,25 @@ def playbook(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=900,
+    )
+
+
+def playbook_in_background(*args: str, **popen: object) -> subprocess.Popen[str]:
+    """ansible-playbook like playbook(), started and left running; output on a pipe."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_FORCE_COLOR", None)
+    options: dict[str, object] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    options.update(popen)
+    return subprocess.Popen(  # type: ignore[call-overload]
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            *("-i", str(INVENTORY), "-i", str(SCENARIO_VARS)),
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        text=True,
+        **options,
     )
 
 

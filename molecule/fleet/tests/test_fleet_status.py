@@ -8,16 +8,10 @@ import re
 import subprocess
 import urllib.request
 
-from test_fleet import HOSTS, REPO, playbook
+from test_fleet import HOSTS, MODELS, REPO, playbook
 
 # The scenario's data: workers (auto for hello-wsgi: 3 under CPUQuota=100%).
 WORKERS = {"hello-wsgi": 3, "hello-asgi": 2, "hello-aio": 2, "hello-swoole": 2}
-MODELS = {
-    "hello-wsgi": "gunicorn",
-    "hello-asgi": "gunicorn",
-    "hello-aio": "aio",
-    "hello-swoole": "swoole",
-}
 
 
 def test_status_playbook_prints_one_table_and_json_for_the_fleet(tmp_path):

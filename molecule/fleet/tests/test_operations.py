@@ -17,17 +17,19 @@ import time
 from pathlib import Path
 
 import yaml
-from test_fleet import HOSTS, REPO, SCENARIO_VARS, http, playbook, recap
+from test_fleet import (
+    HOSTS,
+    MODELS,
+    PORTS,
+    REPO,
+    SCENARIO_VARS,
+    http,
+    playbook,
+    playbook_in_background,
+    recap,
+)
 
 LOADGEN = REPO / "tests" / "molecule_support" / "loadgen.py"
-# Service -> offset of its published port from the host's base.
-PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3}
-MODELS = {
-    "hello-wsgi": "gunicorn",
-    "hello-asgi": "gunicorn",
-    "hello-aio": "aio",
-    "hello-swoole": "swoole",
-}
 
 
 def on(host: str, command: str, check: bool = True) -> str:
@@ -71,6 +73,27 @@ def version_data(tmp_path: Path, version: str) -> Path:
     return extra
 
 
+def deploy_under_load(
+    extra: Path, targets: list[str]
+) -> tuple[subprocess.CompletedProcess[str], float, dict[str, dict]]:
+    """deploy.yml with extra data while 2 keep-alive connections per target send 25
+    requests a second each: the run, its seconds, and the load generator's tallies."""
+    load = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "--connections", "2", "--rate", "25", *targets],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    started = time.monotonic()
+    run = playbook("deploy.yml", "-e", f"@{extra}")
+    took = time.monotonic() - started
+    time.sleep(3)
+    load.send_signal(signal.SIGINT)
+    out, _ = load.communicate(timeout=60)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return run, took, json.loads(out)
+
+
 def test_every_deploy_is_audited_on_every_host():
     for host in HOSTS:
         records = audit(host)
@@ -94,21 +117,8 @@ def test_rolling_code_change_under_keep_alive_load_fails_no_request(tmp_path):
         for host, base in HOSTS.items()
         for name, off in PORTS.items()
     ]
-    load = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "--connections", "2", "--rate", "25", *targets],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     before = main_pids()
-    time.sleep(3)
-    started = time.monotonic()
-    run = playbook("deploy.yml", "-e", f"@{extra}")
-    took = time.monotonic() - started
-    time.sleep(3)
-    load.send_signal(signal.SIGINT)
-    out, _ = load.communicate(timeout=60)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    tallies = json.loads(out)
+    _, took, tallies = deploy_under_load(extra, targets)
     by_service: dict[str, dict[str, int]] = {}
     for target, tally in tallies.items():
         name = target.split("/")[1]
@@ -217,18 +227,8 @@ def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():
             -3000:
         ]
         assert f"pid {holder_process.pid}" in out
-        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        waiter = subprocess.Popen(
-            [
-                str(REPO / ".venv" / "bin" / "ansible-playbook"),
-                *("-i", "/var/tmp/procslice-mfleet/hosts.yml", "-i", str(SCENARIO_VARS)),
-                *("playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=300"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        waiter = playbook_in_background(
+            "playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=300"
         )
         time.sleep(20)
         assert waiter.poll() is None, "the second run did not wait"
@@ -292,21 +292,8 @@ def test_a_restart_of_every_service_through_the_front_fails_no_request(tmp_path)
     extra.write_text(json.dumps({"procslice_services": data["procslice_services"]}))
     versions = {name: http(FRONT + off, "/version").split()[1] for name, off in PORTS.items()}
     targets = [f"front/{name}=127.0.0.1:{FRONT + off}/" for name, off in PORTS.items()]
-    load = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "--connections", "2", "--rate", "25", *targets],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     before = main_pids()
-    time.sleep(3)
-    started = time.monotonic()
-    run = playbook("deploy.yml", "-e", f"@{extra}")
-    took = time.monotonic() - started
-    time.sleep(3)
-    load.send_signal(signal.SIGINT)
-    out, _ = load.communicate(timeout=60)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    tallies = json.loads(out)
+    _, took, tallies = deploy_under_load(extra, targets)
     print(f"restart of every service on {len(HOSTS)} hosts through haproxy: {took:.0f}s")
     for target, tally in sorted(tallies.items()):
         print(
@@ -325,20 +312,10 @@ def test_a_restart_of_every_service_through_the_front_fails_no_request(tmp_path)
 def test_a_deploy_interrupted_halfway_leaves_every_host_serving_and_the_next_run_finishes(tmp_path):
     extra = version_data(tmp_path, "1.0.2")
     host1 = sorted(HOSTS)[0]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    deploy = subprocess.Popen(
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            "-i",
-            "/var/tmp/procslice-mfleet/hosts.yml",
-            "-i",
-            str(SCENARIO_VARS),
-            "deploy.yml",
-            "-e",
-            f"@{extra}",
-        ],
-        cwd=REPO,
-        env=env,
+    deploy = playbook_in_background(
+        "deploy.yml",
+        "-e",
+        f"@{extra}",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -372,19 +349,9 @@ def test_a_deploy_interrupted_halfway_leaves_every_host_serving_and_the_next_run
 def test_a_host_gone_mid_rollout_stops_the_rollout_named_and_a_rerun_converges(tmp_path):
     extra = version_data(tmp_path, "1.0.3")
     first, second, gone = sorted(HOSTS)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    deploy = subprocess.Popen(
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            *("-i", "/var/tmp/procslice-mfleet/hosts.yml", "-i", str(SCENARIO_VARS)),
-            *("deploy.yml", "-e", f"@{extra}"),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Output to a file: a pipe nobody reads while we wait would fill and stall the run.
+    log = open(tmp_path / "deploy.log", "w+")  # noqa: SIM115 (read back below)
+    deploy = playbook_in_background("deploy.yml", "-e", f"@{extra}", stdout=log)
     # The host goes away once the second batch has started: the canary is done.
     deadline = time.monotonic() + 600
     while on(second, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == "":
@@ -392,7 +359,9 @@ def test_a_host_gone_mid_rollout_stops_the_rollout_named_and_a_rerun_converges(t
         time.sleep(0.3)
     subprocess.run(["podman", "stop", "-t", "5", gone], check=True, capture_output=True)
     try:
-        out, _ = deploy.communicate(timeout=900)
+        deploy.wait(timeout=900)
+        log.seek(0)
+        out = log.read()
         assert deploy.returncode != 0, out[-3000:]
         rows = recap(out)
         assert rows[gone]["unreachable"] == 1 or rows[gone]["failed"] == 1, rows

@@ -350,7 +350,9 @@ def _write_inventory(root: Path, case: Case) -> Path:
     return root
 
 
-def _run(root: Path, case: Case) -> Run:
+def run_playbook(root: Path, playbook: str, inventory: Path, args: list[str]) -> Run:
+    """ansible-playbook against unreachable test hosts: short SSH timeouts, no fact
+    cache, retry file or temp file written outside ``root``."""
     env = dict(os.environ)
     env.update(
         ANSIBLE_FORKS="2",
@@ -362,9 +364,8 @@ def _run(root: Path, case: Case) -> Run:
         ANSIBLE_DEPRECATION_WARNINGS="0",
         ANSIBLE_LOCAL_TEMP=str(root / "tmp"),
     )
-    inventory = _write_inventory(root / "inventory", case)
     proc = subprocess.run(
-        [_ansible_playbook(), "deploy.yml", "-i", str(inventory), *case.args],
+        [_ansible_playbook(), playbook, "-i", str(inventory), *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -374,6 +375,10 @@ def _run(root: Path, case: Case) -> Run:
         check=False,
     )
     return Run(proc.returncode, proc.stdout)
+
+
+def _run(root: Path, case: Case) -> Run:
+    return run_playbook(root, "deploy.yml", _write_inventory(root / "inventory", case), case.args)
 
 
 @pytest.fixture(scope="module")

@@ -11,32 +11,18 @@ start together, so the module takes a few seconds and needs no fleet.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-from test_preflight import Run  # an ansible-playbook run: exit code, output, plays, recap
+from test_preflight import Run, run_playbook
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = ("profile-a", "profile-b")
 DEMO_DATA = REPO / "inventory" / "local" / "group_vars" / "procslice.yml"
 SERVICES = [s["name"] for s in yaml.safe_load(DEMO_DATA.read_text())["procslice_services"]]
-
-
-def _ansible_playbook() -> str:
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("ansible-playbook")
-    if found is None:  # pragma: no cover - the controller venv always has it
-        pytest.skip("ansible-playbook not found")
-    return found
 
 
 # name: (extra vars, exact strings the output must hold)
@@ -90,31 +76,10 @@ def _inventory(root: Path) -> Path:
 
 
 def _run(root: Path, extra_vars: list[str]) -> Run:
-    env = dict(os.environ)
-    env.update(
-        ANSIBLE_FORKS="2",
-        ANSIBLE_SSH_ARGS="-o ConnectTimeout=2 -o StrictHostKeyChecking=no "
-        "-o UserKnownHostsFile=/dev/null -o BatchMode=yes",
-        ANSIBLE_CACHE_PLUGIN="memory",  # no fact cache written into the repo
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_DEPRECATION_WARNINGS="0",
-        ANSIBLE_LOCAL_TEMP=str(root / "tmp"),
-    )
     # Wherever a run gets to, it writes nothing outside the test's directory.
     extra_vars = [*extra_vars, f"profile_dest={root / 'profiles'}"]
     args = [arg for extra in extra_vars for arg in ("-e", extra)]
-    proc = subprocess.run(
-        [_ansible_playbook(), "playbooks/profile.yml", "-i", str(_inventory(root / "inv")), *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return Run(proc.returncode, proc.stdout)
+    return run_playbook(root, "playbooks/profile.yml", _inventory(root / "inv"), args)
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,25 @@ def deploy_under_load(
     return run, took, json.loads(out)
 
 
+def no_request_failed(what: str, took: float, tallies: dict[str, dict]) -> None:
+    """Print the figures per service (targets are <where>/<service>), then assert that
+    every target had its requests answered and none failed."""
+    by_service: dict[str, dict[str, int]] = {}
+    for target, tally in tallies.items():
+        row = by_service.setdefault(target.split("/")[1], {"ok": 0, "failed": 0, "retried": 0})
+        for key in row:
+            row[key] += tally[key]
+    print(f"{what}: {took:.0f}s")
+    for name, row in sorted(by_service.items()):
+        print(
+            f"  {name} ({MODELS[name]}): {row['ok']} answered, {row['failed']} failed, "
+            f"{row['retried']} retried on a connection closed under a request"
+        )
+    for target, tally in tallies.items():
+        assert tally["failed"] == 0, (target, tally)
+        assert tally["ok"] > 50, (target, tally)
+
+
 def test_every_deploy_is_audited_on_every_host():
     for host in HOSTS:
         records = audit(host)
@@ -119,21 +138,7 @@ def test_rolling_code_change_under_keep_alive_load_fails_no_request(tmp_path):
     ]
     before = main_pids()
     _, took, tallies = deploy_under_load(extra, targets)
-    by_service: dict[str, dict[str, int]] = {}
-    for target, tally in tallies.items():
-        name = target.split("/")[1]
-        row = by_service.setdefault(name, {"ok": 0, "failed": 0, "retried": 0})
-        for key in row:
-            row[key] += tally[key]
-    print(f"rolling deploy of 1.0.1 to {len(HOSTS)} hosts under load: {took:.0f}s")
-    for name, row in sorted(by_service.items()):
-        print(
-            f"  {name} ({MODELS[name]}): {row['ok']} answered, {row['failed']} failed, "
-            f"{row['retried']} retried on a closed idle connection"
-        )
-    for target, tally in tallies.items():
-        assert tally["failed"] == 0, (target, tally)
-        assert tally["ok"] > 50, (target, tally)
+    no_request_failed(f"rolling deploy of 1.0.1 to {len(HOSTS)} hosts under load", took, tallies)
     # A code change is a graceful reload: same main process, new code.
     assert main_pids() == before
     for host, base in HOSTS.items():
@@ -296,15 +301,9 @@ def test_a_restart_of_every_service_through_the_front_fails_no_request(tmp_path)
     targets = [f"front/{name}=127.0.0.1:{FRONT + off}/" for name, off in PORTS.items()]
     before = main_pids()
     _, took, tallies = deploy_under_load(extra, targets)
-    print(f"restart of every service on {len(HOSTS)} hosts through haproxy: {took:.0f}s")
-    for target, tally in sorted(tallies.items()):
-        print(
-            f"  {target} ({MODELS[target.split('/')[1]]}): {tally['ok']} answered, "
-            f"{tally['failed']} failed, {tally['retried']} retried"
-        )
-    for target, tally in tallies.items():
-        assert tally["failed"] == 0, (target, tally)
-        assert tally["ok"] > 50, (target, tally)
+    no_request_failed(
+        f"restart of every service on {len(HOSTS)} hosts through haproxy", took, tallies
+    )
     after = main_pids()
     assert all(after[key] != before[key] for key in before), "not every service restarted"
     for name, off in PORTS.items():

@@ -18,6 +18,7 @@ each of two parser callbacks.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -58,12 +59,14 @@ def _pause_if_full(protocol: Any) -> None:
     if worker.request_limit:
         worker.count_request()
     gate = worker.gate
-    if (
-        gate.limit
-        and gate.active >= gate.limit
-        and not worker.draining
-        and not protocol.transport.is_closing()
-    ):
+    if gate.limit and gate.active >= gate.limit:
+        _pause_reading(protocol)
+
+
+def _pause_reading(protocol: Any) -> None:
+    """The gate is full: stop reading the connection until it has room again."""
+    worker: Worker = protocol.ps_worker
+    if not worker.draining and not protocol.transport.is_closing():
         protocol.flow.pause_reading()
         worker.paused.add(protocol)
 
@@ -90,10 +93,65 @@ class DrainAwareH11(H11Protocol):
         _pause_if_full(self)
 
 
+class CoalescingWriter:
+    """The request cycles' view of a connection's transport: one send per response.
+
+    uvicorn writes a response's status line and headers, then its body, with two
+    ``transport.write`` calls: two send(2) calls, and often two reads for the client.
+    Here a write is held until the next one (sent together with it through
+    ``writelines``, one writev(2)) or until the loop's next step, whichever comes first,
+    so nothing waits longer than the current callback.
+    """
+
+    __slots__ = ("held", "loop", "scheduled", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = None
+        self.scheduled = False
+
+    def write(self, data: bytes) -> None:
+        """Hold ``data``, or send it with the held write."""
+        held = self.held
+        if held is None:
+            self.held = data
+            if not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon(self.flush)
+        else:
+            self.held = None
+            self.transport.writelines((held, data))
+
+    def flush(self) -> None:
+        """Send what is held."""
+        self.scheduled = False
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        """Send what is held, then close."""
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        """Delegate."""
+        return self.transport.is_closing()
+
+
 class DrainAwareHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing keep-alive connections while draining."""
 
     ps_worker: Worker
+    ps_writer: CoalescingWriter
+    ps_sweeps_keepalive = True  # Worker.keepalive_loop closes it when idle
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Set up uvicorn's connection state and the response writer."""
+        HttpToolsProtocol.connection_made(self, transport)
+        self.ps_writer = CoalescingWriter(transport, self.loop)
 
     @property
     def ps_activity(self) -> object:
@@ -103,13 +161,59 @@ class DrainAwareHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         """Start the request; while draining, make it the connection's last."""
         HttpToolsProtocol.on_headers_complete(self)
-        if self.ps_worker.draining and self.cycle is not None:
-            self.cycle.keep_alive = False
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.transport = self.ps_writer  # type: ignore[assignment]
+            if self.ps_worker.draining:
+                cycle.keep_alive = False
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """Start a request's task under the worker's concurrency gate.
+
+        uvicorn calls this for every request, pipelined ones included.  With room in
+        the gate the request takes a place now and gives it back when its task ends
+        (no wrapper coroutine on this path); with the gate full it runs through
+        :class:`GatedApp`, which waits for a place first.
+        """
+        worker = self.ps_worker
+        gate = worker.gate
+        if gate.limit and gate.active >= gate.limit:
+            HttpToolsProtocol._start_asgi_task(self, cycle, worker.waiting_app)
+            return
+        gate.enter()
+        if self.config.reset_contextvars:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.ps_task_done)
+        self.tasks.add(task)
+
+    def ps_task_done(self, task: asyncio.Task[None]) -> None:
+        """A request's task ended: its place in the gate is free."""
+        self.tasks.discard(task)
+        self.ps_worker.gate.leave()
 
     def on_response_complete(self) -> None:
-        """Count the request; back-pressure."""
-        HttpToolsProtocol.on_response_complete(self)
-        _pause_if_full(self)
+        """uvicorn's, without the keep-alive timer; count the request; back-pressure.
+
+        uvicorn arms a timer after every response (and cancels it on the next request's
+        first bytes): a tenth of a hello-world request's cost under uvloop.  The worker
+        closes idle keep-alive connections with one sweep instead
+        (``Worker.keepalive_loop``).
+        """
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        worker = self.ps_worker
+        if worker.request_limit:
+            worker.count_request()
+        gate = worker.gate
+        if gate.limit and gate.active >= gate.limit:
+            _pause_reading(self)
 
     def drain(self) -> None:
         """The worker drains: a response not started yet is the connection's last.
@@ -175,6 +279,10 @@ class ClosingGatedApp(GatedApp):
         await GatedApp.__call__(self, scope, receive, send_closing)
 
 
-def gated_app(app: ASGIApp, worker: Worker) -> GatedApp:
-    """The app wrapper matching :func:`protocol_class`."""
-    return GatedApp(app, worker) if HAVE_HTTPTOOLS else ClosingGatedApp(app, worker)
+def gated_app(app: ASGIApp, worker: Worker) -> ASGIApp:
+    """The app uvicorn's protocol runs, matching :func:`protocol_class`.
+
+    The httptools protocol keeps the gate's count itself (``_start_asgi_task``) and
+    runs the app as it is; the h11 one runs it through :class:`ClosingGatedApp`.
+    """
+    return app if HAVE_HTTPTOOLS else ClosingGatedApp(app, worker)

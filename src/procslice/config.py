@@ -16,11 +16,13 @@ The TOML file holds top-level keys (no table)::
     max_request = 10000
     max_request_grace = 1000
     memory_limit = "auto"        # or "512M", or 0 to disable
+    forwarded_allow_ips = ["10.0.0.5"]  # the load balancer: trust its X-Forwarded-*
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -81,12 +83,14 @@ class ServiceConfig:
     task_worker_num: int = 0
     task_max_request: int = 0
     max_wait_time: float = 5.0
+    keepalive_timeout: float = 5.0
     max_concurrency: int = 1024  # 0: unbounded
     threads: int = 8
     loop_lag_warn_ms: int = 100  # 0: no warning
     rlimit_as: int = 0  # 0: leave unchanged
     rlimit_nofile: int = 0
     metrics_listen: str = ""  # "": no metrics endpoint
+    forwarded_allow_ips: tuple[str, ...] = ()  # (): X-Forwarded-* headers ignored
     log_level: str = "info"
     source: str = field(default="", compare=False)  # the TOML path, for messages
 
@@ -149,6 +153,16 @@ def _seconds(value: object) -> float:
         raise ValueError("must be a non-negative number of seconds")
     if not number >= 0 or number == float("inf"):
         raise ValueError("must be a non-negative number of seconds")
+    return number
+
+
+def _positive_seconds(value: object) -> float:
+    try:
+        number = _seconds(value)
+    except ValueError:
+        number = 0.0
+    if number <= 0:
+        raise ValueError("must be a positive number of seconds")
     return number
 
 
@@ -237,6 +251,29 @@ def _metrics_listen(value: object) -> str:
         raise ValueError(f'must be "host:port" ({exc})') from None
 
 
+def _forwarded_allow_ips(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError('must be a list of proxy addresses or networks, or "*"')
+    checked = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError('must be a list of proxy addresses or networks, or "*"')
+        item = item.strip()
+        if not item:
+            continue
+        if item != "*":
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"has {item!r}, which is not an IP address, a network such as "
+                    '10.0.0.0/8, or "*"'
+                ) from None
+        checked.append(item)
+    return tuple(checked)
+
+
 _CHECKS: dict[str, Callable[[object], Any]] = {
     "app": _app,
     "interface": _choice(INTERFACES),
@@ -250,12 +287,14 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "task_worker_num": _non_negative_int,
     "task_max_request": _non_negative_int,
     "max_wait_time": _seconds,
+    "keepalive_timeout": _positive_seconds,
     "max_concurrency": _non_negative_int,
     "threads": _positive_int,
     "loop_lag_warn_ms": _non_negative_int,
     "rlimit_as": _size,
     "rlimit_nofile": _non_negative_int,
     "metrics_listen": _metrics_listen,
+    "forwarded_allow_ips": _forwarded_allow_ips,
     "log_level": _choice(LOG_LEVELS),
 }
 
@@ -275,12 +314,16 @@ _HELP: dict[str, str] = {
     "task_worker_num": "task worker processes for procslice.swoole.task()",
     "task_max_request": "recycle a task worker after this many tasks (0: never)",
     "max_wait_time": "seconds a stopping or reloading worker may drain its connections",
+    "keepalive_timeout": "seconds an idle keep-alive connection stays open between requests",
     "max_concurrency": "requests one worker process runs at once (0: unbounded)",
     "threads": "threads in each worker's default executor (asyncio.to_thread)",
     "loop_lag_warn_ms": "warn when a worker's event loop is blocked longer than this (0: off)",
     "rlimit_as": "RLIMIT_AS of each worker, a size (0: unchanged)",
     "rlimit_nofile": "RLIMIT_NOFILE of each worker (0: unchanged)",
     "metrics_listen": 'serve Prometheus metrics from the master on "host:port" ("" : off)',
+    "forwarded_allow_ips": "proxies whose X-Forwarded-For/-Proto headers set the client "
+    'address and scheme: IP addresses or networks, comma-separated, or "*" (none: the '
+    "headers are ignored)",
     "log_level": "one of " + ", ".join(LOG_LEVELS),
 }
 

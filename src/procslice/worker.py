@@ -70,6 +70,7 @@ APP_LOAD_ERROR = 4
 HEARTBEAT_INTERVAL = 1.0
 LAG_INTERVAL = 0.1  # seconds between two loop-lag probes
 IDLE_GRACE = 0.25  # a connection idle this long has no request on the wire (at the deadline)
+KEEPALIVE_SWEEP = 0.5  # seconds between two looks for idle keep-alive connections
 ACCEPT_BATCH = 64  # connections accepted per wake-up on this slot's own socket
 SHARED_ACCEPT_BATCH = 4  # ... on a socket every worker accepts on (fairness)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -251,6 +252,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.target: Any = None
         self.uvicorn_config: Any = None
+        self.waiting_app: Any = None  # the app behind the gate, for requests that must wait
         self.server_state: Any = None
         self.lifespan: Any = None
         self.gate: Gate = None  # type: ignore[assignment]
@@ -327,8 +329,14 @@ class Worker:
             log_config=None,
             access_log=False,
             backlog=2048,
+            timeout_keep_alive=self.config.keepalive_timeout,  # type: ignore[arg-type]
+            # X-Forwarded-* only from the proxies the operator names (uvicorn's default
+            # trusts 127.0.0.1 and costs every request a header scan).
+            proxy_headers=bool(self.config.forwarded_allow_ips),
+            forwarded_allow_ips=list(self.config.forwarded_allow_ips) or None,
         )
         config.load()
+        self.waiting_app = asgi.GatedApp(config.loaded_app, self)
         config.loaded_app = asgi.gated_app(config.loaded_app, self)
         return config
 
@@ -366,6 +374,7 @@ class Worker:
             loop.create_task(self.lag_monitor()),
             loop.create_task(self.heartbeat_loop()),
             loop.create_task(self.date_header_loop()),
+            loop.create_task(self.keepalive_loop()),
         ]
         self.heartbeat("serving")
         log.info("serving %s (%s)", self.config.app, self.config.interface)
@@ -525,6 +534,31 @@ class Worker:
             self.server_state.default_headers = date + config.encoded_headers
             await asyncio.sleep(1.0)
 
+    async def keepalive_loop(self) -> None:
+        """Close HTTP connections idle for keepalive_timeout (seconds) between requests.
+
+        uvicorn's httptools protocol arms a timer per response for this; procslice's
+        (``asgi.DrainAwareHttpTools``) leaves that to one sweep every
+        KEEPALIVE_SWEEP seconds, so a connection closes between keepalive_timeout and
+        keepalive_timeout + 2 sweeps after its last response (or after it opened, if it
+        never sent a request).  A connection with a request in progress, or one whose
+        next request has started to arrive, is left alone.  While draining,
+        :meth:`drain` takes over.
+        """
+        if self.server_state is None:
+            return
+        timeout = self.config.keepalive_timeout
+        marks: dict[Any, tuple[object, float]] = {}
+        while not self.draining:
+            await asyncio.sleep(KEEPALIVE_SWEEP)
+            if self.draining:
+                return
+            for connection in self.watch_idle(marks, timeout):
+                if getattr(connection, "ps_sweeps_keepalive", False):
+                    transport = connection.transport
+                    if not transport.is_closing():
+                        transport.close()
+
     def heartbeat(self, state: str) -> None:
         """Write one heartbeat line to the master."""
         message = {
@@ -590,8 +624,10 @@ class Worker:
             self.close_all()
         await asyncio.sleep(0)
 
-    def watch_idle(self, marks: dict[Any, tuple[object, float]]) -> list[Any]:
-        """Update ``marks`` (connection -> activity token, since); those idle IDLE_GRACE."""
+    def watch_idle(
+        self, marks: dict[Any, tuple[object, float]], grace: float = IDLE_GRACE
+    ) -> list[Any]:
+        """Update ``marks`` (connection -> activity token, since); those idle ``grace`` s."""
         from procslice.asgi import BUSY, activity
 
         now = self.loop.time()
@@ -604,7 +640,7 @@ class Worker:
                 marks.pop(connection, None)
             elif mark is None or mark[0] is not token:
                 marks[connection] = (token, now)
-            elif now - mark[1] >= IDLE_GRACE:
+            elif now - mark[1] >= grace:
                 idle.append(connection)
         if len(marks) > len(connections):
             alive = set(connections)

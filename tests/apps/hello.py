@@ -6,6 +6,9 @@ GET /slow?t=1.5  sleeps asynchronously, then answers (for drains and the gate)
 GET /block?t=0.4 blocks the event loop with time.sleep (for the loop-lag warning)
 GET /stats       the most requests this process ran at once
 GET /task        2 + 3 computed by a task worker: "5 <task worker pid>"
+GET /client      "<client host> <scheme>" as the server saw them (X-Forwarded-* tests)
+GET /stream?t=1  the response head at once, the body t seconds later
+GET /error       raises before answering (uvicorn answers 500)
 """
 
 from __future__ import annotations
@@ -70,6 +73,20 @@ async def app(
             await respond(send, b"blocked")
         elif path == "/stats":
             await respond(send, str(most).encode())
+        elif path == "/client":
+            await respond(send, f"{scope['client'][0]} {scope['scheme']}".encode())
+        elif path == "/stream":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", b"4")],
+                }
+            )
+            await asyncio.sleep(seconds)
+            await send({"type": "http.response.body", "body": b"late"})
+        elif path == "/error":
+            raise RuntimeError("the /error route fails on purpose")
         elif path == "/task":
             from procslice.swoole import task
 

@@ -102,3 +102,42 @@ def test_cli_exits_2_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "procslice.toml: max_request: must be a non-negative integer, got 'lots'" in (
         capsys.readouterr().err
     )
+
+
+def test_forwarded_allow_ips_from_file_and_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, 'app = "api:app"\nforwarded_allow_ips = ["10.0.0.5", "fd00::/8"]\n')
+    assert load(path).forwarded_allow_ips == ("10.0.0.5", "fd00::/8")
+    assert load(path, {"forwarded_allow_ips": "*"}).forwarded_allow_ips == ("*",)
+    assert load(path, {"forwarded_allow_ips": "192.0.2.1, 10.0.0.0/8"}).forwarded_allow_ips == (
+        "192.0.2.1",
+        "10.0.0.0/8",
+    )
+    assert load(write(tmp_path, 'app = "api:app"\n')).forwarded_allow_ips == ()
+
+
+def test_bad_forwarded_allow_ips_is_refused_naming_the_entry(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(
+            write(tmp_path, 'app = "api:app"\nforwarded_allow_ips = ["10.0.0.5", "lb.internal"]\n')
+        )
+    assert str(error.value) == (
+        "procslice.toml: forwarded_allow_ips: has 'lb.internal', which is not an IP address, "
+        "a network such as 10.0.0.0/8, or \"*\", got ['10.0.0.5', 'lb.internal']"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^--forwarded-allow-ips: forwarded_allow_ips: has '1.2.3'"
+    ):
+        load(None, {"app": "api:app", "forwarded_allow_ips": "1.2.3"})
+    with pytest.raises(ConfigError, match=r"forwarded_allow_ips: must be a list"):
+        load(write(tmp_path, 'app = "api:app"\nforwarded_allow_ips = 5\n'))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_keepalive_timeout_must_be_positive(value: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(None, {"app": "api:app", "keepalive_timeout": value})
+    assert str(error.value) == (
+        f"--keepalive-timeout: keepalive_timeout: must be a positive number of seconds, "
+        f"got {value!r}"
+    )
+    assert load(None, {"app": "api:app", "keepalive_timeout": "0.5"}).keepalive_timeout == 0.5

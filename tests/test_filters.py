@@ -1236,6 +1236,8 @@ def test_supervisor_keys_match_the_runtime_config() -> None:
         expected = getattr(defaults, key)
         if key == "memory_limit":
             assert (value, expected) == ("auto", None)
+        elif isinstance(expected, tuple):  # a TOML list
+            assert value == list(expected), key
         else:
             assert value == expected, key
     assert defaults.threads == ps.SUPERVISOR_THREADS
@@ -1313,6 +1315,8 @@ def test_error_wsgi_on_a_supervisor_service(model: str) -> None:
         ("cpu_affinity", [0, 1], "is not true or false; true pins worker i"),
         ("tcp_nodelay", "yes", "is not true or false"),
         ("max_wait_time", "soon", "is not a number of seconds"),
+        ("keepalive_timeout", 0, "is not a number of seconds above 0"),
+        ("forwarded_allow_ips", "10.0.0.5", "is not a list; write a list of the proxies'"),
         ("metrics_listen", "localhost:9100", "is not an address"),
         ("log_level", "loud", "is not a log level"),
     ],
@@ -1320,6 +1324,15 @@ def test_error_wsgi_on_a_supervisor_service(model: str) -> None:
 def test_error_supervisor_setting_of_the_wrong_type(key: str, value: Any, text: str) -> None:
     message = one_error(services=[supervisor(**{key: value})])
     assert message.startswith(f"procslice_services[api].{key}: {ps._show(value)} {text}")
+
+
+def test_forwarded_allow_ips_names_the_bad_entry() -> None:
+    message = one_error(services=[supervisor(forwarded_allow_ips=["10.0.0.5", "lb.internal"])])
+    assert message.startswith(
+        'procslice_services[api].forwarded_allow_ips: ["10.0.0.5", "lb.internal"] has '
+        '"lb.internal", which is not an IP address or network;'
+    ), message
+    assert errors(services=[supervisor(forwarded_allow_ips=["10.0.0.0/8", "*"])]) == []
 
 
 def test_cpu_affinity_true_with_slice_allowed_cpus_is_fine() -> None:

@@ -83,6 +83,8 @@ def test_rendered_config_with_defaults_is_accepted_by_the_runtime(
     assert config.workers is None  # auto: sized by the runtime from its cgroup
     assert config.metrics_listen == ""  # off unless set
     assert config.max_wait_time == 5.0
+    assert config.keepalive_timeout == 5.0
+    assert config.forwarded_allow_ips == ()  # X-Forwarded-* ignored unless proxies are named
     if model == "swoole":
         assert config.memory_limit is None  # auto: its share of the budget
 
@@ -104,6 +106,8 @@ def test_rendered_swoole_settings_reach_the_runtime(tmp_path: Path) -> None:
         threads=4,
         loop_lag_warn_ms=0,
         log_level="debug",
+        keepalive_timeout=75,
+        forwarded_allow_ips=["10.0.0.5", "fd00::/8"],
     )
     path = tmp_path / "procslice.toml"
     path.write_text(render("swoole", TOML, service))
@@ -117,6 +121,8 @@ def test_rendered_swoole_settings_reach_the_runtime(tmp_path: Path) -> None:
     assert config.tcp_nodelay is False
     assert (config.max_concurrency, config.threads, config.loop_lag_warn_ms) == (64, 4, 0)
     assert config.log_level == "debug"
+    assert config.keepalive_timeout == 75.0
+    assert config.forwarded_allow_ips == ("10.0.0.5", "fd00::/8")
 
 
 def test_swoole_memory_limit_zero_turns_recycling_off(tmp_path: Path) -> None:

@@ -158,6 +158,8 @@ AIO_KEYS = (
     "loop_lag_warn_ms",
     "tcp_nodelay",
     "max_wait_time",
+    "keepalive_timeout",
+    "forwarded_allow_ips",
     "metrics_listen",
     "log_level",
 )
@@ -177,6 +179,8 @@ AIO_DEFAULTS: dict[str, Any] = {
     "loop_lag_warn_ms": 100,
     "tcp_nodelay": True,
     "max_wait_time": 5,
+    "keepalive_timeout": 5,
+    "forwarded_allow_ips": [],
     "metrics_listen": "",
     "log_level": "info",
 }
@@ -1114,6 +1118,26 @@ def _supervisor_settings(
     return settings
 
 
+def _forwarded_problem(value: Any) -> str | None:
+    """What is wrong with a forwarded_allow_ips list, or None."""
+    fix = (
+        'write a list of the proxies\' IP addresses or networks (e.g. ["10.0.0.5"]), '
+        '["*"] to trust any peer, or [] to ignore X-Forwarded-* headers'
+    )
+    if not isinstance(value, list):
+        return f"is not a list; {fix}"
+    for item in value:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"has {_show(item)}, which is not an IP address or network; {fix}"
+        if not isinstance(item, str):
+            return f"has {_show(item)}, which is not a string; {fix}"
+    return None
+
+
 def _supervisor_problem(key: str, value: Any) -> str | None:
     """What is wrong with one aio/swoole setting, or None."""
     if key in ("tcp_nodelay", "cpu_affinity"):
@@ -1129,6 +1153,12 @@ def _supervisor_problem(key: str, value: Any) -> str | None:
         if _is_number(value) and 0 <= value < float("inf"):
             return None
         return "is not a number of seconds; write a number, 0 or more (e.g. 10)"
+    if key == "keepalive_timeout":
+        if _is_number(value) and 0 < value < float("inf"):
+            return None
+        return "is not a number of seconds above 0; write e.g. 5 (uvicorn's default) or 75"
+    if key == "forwarded_allow_ips":
+        return _forwarded_problem(value)
     if key == "memory_limit":
         if value == "auto":
             return None

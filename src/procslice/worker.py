@@ -666,16 +666,15 @@ class RawConnection(asyncio.Protocol):
         self.inner = inner
         self.worker = worker
         self.transport: asyncio.BaseTransport | None = None
+        # The loop looks data_received up on this object: the app's own bound method,
+        # so the hot path has no delegating frame.
+        self.data_received = inner.data_received  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Track the connection, then hand over to the app's protocol."""
         self.transport = transport
         self.worker.raw_connections.add(self)
         self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        """Delegate."""
-        self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         """Delegate."""

@@ -124,12 +124,13 @@ class CoalescingWriter:
             self.transport.writelines((held, data))
 
     def flush(self) -> None:
-        """Send what is held."""
+        """Send what is held (dropped if the connection is gone meanwhile)."""
         self.scheduled = False
         held = self.held
         if held is not None:
             self.held = None
-            self.transport.write(held)
+            if not self.transport.is_closing():
+                self.transport.write(held)
 
     def close(self) -> None:
         """Send what is held, then close."""

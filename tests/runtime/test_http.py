@@ -24,9 +24,15 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
+_LEFTOVER: dict[int, bytes] = {}  # socket fileno -> bytes read past the last response
+
+
 def read_response(sock: socket.socket) -> bytes:
-    """One whole response with a Content-Length body, however it arrives."""
-    data = b""
+    """One whole response with a Content-Length body, however it arrives.
+
+    Bytes past it (the next pipelined response) are kept for the next call.
+    """
+    data = _LEFTOVER.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         assert chunk, f"connection closed after {data!r}"
@@ -41,7 +47,9 @@ def read_response(sock: socket.socket) -> bytes:
         chunk = sock.recv(65536)
         assert chunk, "connection closed inside a body"
         body += chunk
-    return head + b"\r\n\r\n" + body
+    if len(body) > length:
+        _LEFTOVER[sock.fileno()] = body[length:]
+    return head + b"\r\n\r\n" + body[:length]
 
 
 def closed_by_server(sock: socket.socket, timeout: float) -> float | None:

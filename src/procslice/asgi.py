@@ -203,15 +203,15 @@ class DrainAwareHttpTools(HttpToolsProtocol):
         (``Worker.keepalive_loop``).
         """
         self.server_state.total_requests += 1
-        if self.transport.is_closing():
+        worker = self.ps_worker
+        if worker.request_limit:
+            worker.count_request()
+        if self.transport.is_closing():  # e.g. after a Connection: close response
             return
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        worker = self.ps_worker
-        if worker.request_limit:
-            worker.count_request()
         gate = worker.gate
         if gate.limit and gate.active >= gate.limit:
             _pause_reading(self)

@@ -199,3 +199,26 @@ def test_forwarded_headers_only_from_trusted_proxies(
     response = read_response(sock)
     sock.close()
     assert response.endswith(b"\r\n\r\n" + seen.encode()), response
+
+
+def test_max_request_counts_responses_that_close_their_connection(
+    start_supervisor: StartSupervisor,
+) -> None:
+    # A client sending Connection: close gets a response after which the connection
+    # is closing; the request still counts towards max_request.
+    sup = start_supervisor("swoole", "--workers", "1", "--max-request", "10")
+    pids: list[int] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        sock = connect(sup.port)
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        response = read_response(sock)
+        assert b"connection: close" in response.lower()
+        pids.append(int(response.rsplit(b"\r\n\r\n", 1)[1]))
+        sock.close()
+        if len(set(pids)) > 1:
+            break
+        time.sleep(0.01)
+    assert len(set(pids)) > 1, f"one worker answered all {len(pids)} requests in 15 s"
+    assert pids.count(pids[0]) >= 10  # it served its max_request before retiring
+    assert "served 10 requests (max_request 10 + grace)" in sup.log()

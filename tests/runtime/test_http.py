@@ -220,5 +220,6 @@ def test_max_request_counts_responses_that_close_their_connection(
             break
         time.sleep(0.01)
     assert len(set(pids)) > 1, f"one worker answered all {len(pids)} requests in 15 s"
-    assert pids.count(pids[0]) >= 10  # it served its max_request before retiring
+    # it served its max_request before retiring (the first was wait_serving's GET /)
+    assert pids.count(pids[0]) >= 9
     assert "served 10 requests (max_request 10 + grace)" in sup.log()

@@ -1130,11 +1130,9 @@ def _forwarded_problem(value: Any) -> str | None:
         if item == "*":
             continue
         try:
-            ipaddress.ip_network(str(item), strict=False)
+            ipaddress.ip_network(item if isinstance(item, str) else "", strict=False)
         except ValueError:
             return f"has {_show(item)}, which is not an IP address or network; {fix}"
-        if not isinstance(item, str):
-            return f"has {_show(item)}, which is not a string; {fix}"
     return None
 
 

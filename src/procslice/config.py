@@ -160,8 +160,8 @@ def _positive_seconds(value: object) -> float:
     try:
         number = _seconds(value)
     except ValueError:
-        number = 0.0
-    if number <= 0:
+        raise ValueError("must be a positive number of seconds") from None
+    if number == 0:
         raise ValueError("must be a positive number of seconds")
     return number
 

@@ -1,0 +1,156 @@
+#!/usr/bin/python
+"""procslice_files: write a set of rendered files to a host in one module call."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: procslice_files
+short_description: Write many rendered files (and their directories) in one transfer
+description:
+  - The files a service needs (units, drop-ins, model configuration, environment)
+    are rendered on the controller and reach the host together, in one module call,
+    instead of one template task (and one round trip) per file.
+  - A file is written only when its content, owner, group or mode differ; the write
+    is atomic (a temporary file in the same directory, then rename).
+  - Supports check mode and diff mode.
+options:
+  files:
+    description: The files, each with path, content, owner, group and mode.
+    type: list
+    elements: dict
+    default: []
+  directories:
+    description: Directories to create first, each with path, owner, group and mode.
+    type: list
+    elements: dict
+    default: []
+author: procslice
+"""
+
+RETURN = r"""
+changed_paths:
+  description: The paths that were (or in check mode would be) written or adjusted.
+  type: list
+  returned: always
+"""
+
+import grp
+import hashlib
+import os
+import pwd
+import stat
+import tempfile
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+MAX_DIFF = 16384
+
+
+def _ids(owner: str, group: str) -> tuple[int, int]:
+    return pwd.getpwnam(owner).pw_uid, grp.getgrnam(group).gr_gid
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ensure_directory(spec: dict[str, Any], check: bool) -> bool:
+    path = spec["path"]
+    uid, gid = _ids(spec.get("owner", "root"), spec.get("group", "root"))
+    mode = int(str(spec.get("mode", "0755")), 8)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not check:
+            os.makedirs(path, exist_ok=True)
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        return True
+    if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, mode):
+        return False
+    if not check:
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    return True
+
+
+def ensure_file(spec: dict[str, Any], check: bool) -> tuple[bool, str | None]:
+    """Returns (changed, the old content for a diff)."""
+    path = spec["path"]
+    data = spec["content"].encode()
+    uid, gid = _ids(spec.get("owner", "root"), spec.get("group", "root"))
+    mode = int(str(spec.get("mode", "0644")), 8)
+    old: bytes | None = None
+    try:
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as handle:
+                old = handle.read()
+    except FileNotFoundError:
+        st = None
+    same_content = old is not None and _sha(old) == _sha(data)
+    same_meta = st is not None and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, mode)
+    if same_content and same_meta:
+        return False, None
+    if not check:
+        if same_content:
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        else:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".procslice.")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                os.chown(tmp, uid, gid)
+                os.chmod(tmp, mode)
+                os.rename(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+    return True, (old.decode(errors="replace") if old is not None else "")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "files": {"type": "list", "elements": "dict", "default": []},
+            "directories": {"type": "list", "elements": "dict", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    check = module.check_mode
+    changed_paths: list[str] = []
+    diffs: list[dict[str, str]] = []
+    try:
+        for spec in module.params["directories"]:
+            if ensure_directory(spec, check):
+                changed_paths.append(spec["path"])
+        for spec in module.params["files"]:
+            changed, old = ensure_file(spec, check)
+            if changed:
+                changed_paths.append(spec["path"])
+                if module._diff and old is not None and old != spec["content"]:
+                    diffs.append(
+                        {
+                            "before_header": spec["path"],
+                            "after_header": spec["path"],
+                            "before": old[:MAX_DIFF],
+                            "after": spec["content"][:MAX_DIFF],
+                        }
+                    )
+    except KeyError as exc:
+        module.fail_json(msg=f"procslice_files: unknown user or group {exc}", changed_paths=changed_paths)
+    except OSError as exc:
+        module.fail_json(msg=f"procslice_files: {exc}", changed_paths=changed_paths)
+    result: dict[str, Any] = {"changed": bool(changed_paths), "changed_paths": changed_paths}
+    if diffs:
+        result["diff"] = diffs
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

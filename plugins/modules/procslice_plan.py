@@ -1,0 +1,260 @@
+#!/usr/bin/python
+"""procslice_plan: what one host must do to run what the inventory says (read-only)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: procslice_plan
+short_description: Compare what a host should run with what it runs, and say what to do
+description:
+  - The plan phase of a deploy. It reads the host and changes nothing.
+  - For each service it predicts the action procslice-activate will take after the
+    apply writes the rendered files (the same fingerprints of the same files, compared
+    with /var/lib/procslice/applied/UNIT), and adds what activate cannot see: a
+    release that must be built, a removed service, files edited by hand on the host.
+  - Actions, per service - C(install) (a new release is built, then activate runs),
+    C(start), C(restart), C(reload), C(limits) (applied live), C(remove), C(nothing).
+    Per slice - C(limits), C(remove), C(nothing). For the host's own tools - C(install),
+    C(nothing).
+options:
+  services:
+    description: >-
+      One entry per service - name, unit, state, user, files (path to sha256 of the
+      rendered content), restart_on, reload_on, limits_on (the lists procslice-activate
+      gets), link (the current link or null), release (the wheelhouse hash or null),
+      releases (the releases directory), remove_paths.
+    type: list
+    elements: dict
+    default: []
+  slices:
+    description: One entry per slice - unit, state, path, sha256.
+    type: list
+    elements: dict
+    default: []
+  base:
+    description: The host's tools - marker (a path) and fingerprint (what it must hold).
+    type: dict
+    default: {}
+  state_dir:
+    description: Where procslice-activate records what it applied.
+    type: str
+    default: /var/lib/procslice/applied
+author: procslice
+"""
+
+RETURN = r"""
+plan:
+  description: services, slices and base, each with action and reasons; actions counts what is to do.
+  type: dict
+  returned: always
+"""
+
+import glob
+import hashlib
+import os
+import pwd
+import subprocess
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+# procslice-activate's answer for each planned action, and the order of strength.
+ACTIVATE_WORD = {"start": "started", "restart": "restarted", "reload": "reloaded", "limits": "limits"}
+RANK = {"nothing": 0, "limits": 1, "reload": 2, "restart": 3, "start": 4}
+NEW = object()
+
+
+def file_sha(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def fingerprint_line(path: str, files: dict[str, str], link: str | None, target: Any) -> str | None:
+    """One line of procslice-activate's fingerprint, for the state after the apply.
+
+    None when the line cannot be known before the apply (a release not built yet)."""
+    if link is not None and path == link:
+        return None if target is NEW else f"{path} -> {target}"
+    if path in files:
+        return f"{path} {files[path]}"
+    if os.path.islink(path):
+        return f"{path} -> {os.readlink(path)}"
+    sha = file_sha(path)
+    return f"{path} {sha}" if sha is not None else f"{path} missing"
+
+
+def fingerprint(paths: list[str], files: dict[str, str], link: str | None, target: Any) -> str | None:
+    """sha256 of the lines, exactly as procslice-activate's fingerprint()."""
+    lines = []
+    for path in paths:
+        line = fingerprint_line(path, files, link, target)
+        if line is None:
+            return None
+        lines.append(line + "\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def applied(state_dir: str, unit: str) -> list[str]:
+    try:
+        with open(os.path.join(state_dir, unit)) as handle:
+            lines = handle.read().split("\n")
+    except FileNotFoundError:
+        return ["", "", "", ""]
+    return (lines + ["", "", "", ""])[:4]
+
+
+def active_units(units: list[str]) -> dict[str, bool]:
+    if not units:
+        return {}
+    run = subprocess.run(["systemctl", "is-active", *units], capture_output=True, text=True, check=False)
+    states = run.stdout.split("\n")
+    return {unit: (states[i] if i < len(states) else "") == "active" for i, unit in enumerate(units)}
+
+
+def release_target(releases: str, release: str) -> tuple[Any, bool]:
+    """The link target the apply will set, and whether that release is built."""
+    found = sorted(glob.glob(os.path.join(releases, f"*-{release}")))
+    found = [path for path in found if os.path.isdir(path)]
+    if not found:
+        return NEW, False
+    last = found[-1]
+    return f"releases/{os.path.basename(last)}", os.path.exists(os.path.join(last, ".complete"))
+
+
+def user_exists(name: str | None) -> bool:
+    if not name:
+        return True
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str, Any]:
+    name, unit = spec["name"], spec["unit"]
+    if spec.get("state", "present") == "absent":
+        left = [path for path in spec.get("remove_paths") or [] if os.path.lexists(path)]
+        if left:
+            return {"action": "remove", "activate": None, "reasons": [f"state: absent, {left[0]} is there"]}
+        return {"action": "nothing", "activate": None, "reasons": []}
+
+    files: dict[str, str] = spec.get("files") or {}
+    link = spec.get("link")
+    reasons: list[str] = []
+    install = False
+    target: Any = None
+    if spec.get("release"):
+        target, built = release_target(spec["releases"], spec["release"])
+        if not built:
+            install = True
+            reasons.append(f"release {spec['release'][:12]} to build")
+    if not user_exists(spec.get("user")):
+        install = True
+        reasons.append(f"user {spec['user']} missing")
+
+    have = applied(state_dir, unit)
+    classes = (("restart", "restart_on"), ("reload", "reload_on"), ("limits", "limits_on"))
+    want = {cls: fingerprint(spec.get(key) or [], files, link, target) for cls, key in classes}
+    activate = "nothing"
+    if not active:
+        activate = "start"
+        reasons.append(f"{unit}.service not running")
+    else:
+        for index, (cls, key) in enumerate(classes):
+            if want[cls] is None or want[cls] != have[index]:
+                activate = cls
+                changed = [
+                    path
+                    for path in spec.get(key) or []
+                    if fingerprint([path], files, link, target) is None
+                    or (path in files and files[path] != file_sha(path))
+                    or (path == link and os.path.islink(path) and os.readlink(path) != target)
+                ]
+                what = ", ".join(changed) if changed else "what was last applied"
+                reasons.append(f"{cls}: {what} differs" if changed else f"{cls}: {what} differs (an unfinished run)")
+                break
+
+    # Files edited by hand on the host while the data stayed the same: the apply puts
+    # them back, and activate is told to do at least what their class needs.
+    drift = "nothing"
+    for index, (cls, key) in enumerate(classes):
+        if want[cls] != have[index]:
+            continue
+        for path in spec.get(key) or []:
+            edited = path in files and file_sha(path) not in (None, files[path])
+            relinked = path == link and os.path.islink(path) and os.readlink(path) != target
+            if edited or relinked:
+                reasons.append(f"drift: {path} was {'edited' if edited else 'switched'} on the host")
+                if RANK[cls] > RANK[drift]:
+                    drift = cls
+    if RANK[drift] > RANK[activate]:
+        activate = drift
+
+    action = "install" if install else activate
+    return {
+        "action": action,
+        "activate": ACTIVATE_WORD.get(activate, "unchanged") if action != "nothing" else None,
+        "at_least": drift if drift != "nothing" else None,
+        "reasons": reasons,
+    }
+
+
+def plan_slice(spec: dict[str, Any]) -> dict[str, Any]:
+    path = spec["path"]
+    if spec.get("state", "present") == "absent":
+        if os.path.lexists(path):
+            return {"action": "remove", "reasons": ["state: absent"]}
+        return {"action": "nothing", "reasons": []}
+    sha = file_sha(path)
+    if sha is None:
+        return {"action": "limits", "reasons": [f"new: {path}"]}
+    if sha != spec["sha256"]:
+        return {"action": "limits", "reasons": [f"{path} differs"]}
+    return {"action": "nothing", "reasons": []}
+
+
+def plan_base(spec: dict[str, Any]) -> dict[str, Any]:
+    if not spec:
+        return {"action": "nothing", "reasons": []}
+    try:
+        with open(spec["marker"]) as handle:
+            have = handle.read().strip()
+    except FileNotFoundError:
+        return {"action": "install", "reasons": ["procslice's host tools not installed"]}
+    if have != spec["fingerprint"]:
+        return {"action": "install", "reasons": ["procslice's host tools changed"]}
+    return {"action": "nothing", "reasons": []}
+
+
+def make_plan(params: dict[str, Any]) -> dict[str, Any]:
+    present = [s for s in params["services"] if s.get("state", "present") != "absent"]
+    active = active_units([f"{s['unit']}.service" for s in present])
+    services = {
+        spec["name"]: plan_service(spec, params["state_dir"], active.get(f"{spec['unit']}.service", False))
+        for spec in params["services"]
+    }
+    slices = {spec["unit"]: plan_slice(spec) for spec in params["slices"]}
+    base = plan_base(params["base"])
+    todo = sum(1 for entry in [*services.values(), *slices.values(), base] if entry["action"] != "nothing")
+    return {"services": services, "slices": slices, "base": base, "actions": todo}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "services": {"type": "list", "elements": "dict", "default": []},
+            "slices": {"type": "list", "elements": "dict", "default": []},
+            "base": {"type": "dict", "default": {}},
+            "state_dir": {"type": "str", "default": "/var/lib/procslice/applied"},
+        },
+        supports_check_mode=True,
+    )
+    module.exit_json(changed=False, plan=make_plan(module.params))
+
+
+if __name__ == "__main__":
+    main()

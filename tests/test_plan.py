@@ -1,0 +1,250 @@
+"""The plan phase: procslice_plan predicts what procslice-activate will do.
+
+The module's fingerprint is checked against procslice-activate's own shell function
+run on the same files, and its decisions against real files in a temporary tree
+(the unit's state is given: systemd is the fleet scenario's part)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ACTIVATE = REPO / "roles/procslice_service/files/procslice-activate"
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+plan = _load(REPO / "plugins/modules/procslice_plan.py", "procslice_plan_module")
+files_module = _load(REPO / "plugins/modules/procslice_files.py", "procslice_files_module")
+filters = _load(REPO / "plugins/filter/procslice_plan.py", "procslice_plan_filters")
+
+
+def sh_fingerprint(*paths: str) -> str:
+    """procslice-activate's fingerprint(), cut from the script and run by sh."""
+    text = ACTIVATE.read_text()
+    match = re.search(r"^fingerprint\(\) \{\n.*?^\}\n", text, re.S | re.M)
+    assert match, "fingerprint() not found in procslice-activate"
+    out = subprocess.run(
+        ["sh", "-c", match.group(0) + 'fingerprint "$@"', "sh", *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Any]:
+    """A service as the apply leaves it: files, a built release, the current link."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    unit = etc / "demo.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    config = etc / "gunicorn.conf.py"
+    config.write_text("workers = 3\n")
+    limits = etc / "50-limits.conf"
+    limits.write_text("[Service]\nMemoryMax=64M\n")
+    releases = tmp_path / "srv/demo/releases"
+    (releases / "20260101T000000Z-abc123").mkdir(parents=True)
+    (releases / "20260101T000000Z-abc123/.complete").touch()
+    link = tmp_path / "srv/demo/current"
+    link.symlink_to("releases/20260101T000000Z-abc123")
+    state = tmp_path / "applied"
+    state.mkdir()
+    spec = {
+        "name": "demo",
+        "unit": "procslice-demo",
+        "state": "present",
+        "user": "root",
+        "files": {str(unit): sha(unit.read_text()), str(config): sha(config.read_text()), str(limits): sha(limits.read_text())},
+        "restart_on": [str(unit)],
+        "reload_on": [str(link), str(config)],
+        "limits_on": [str(limits)],
+        "link": str(link),
+        "release": "abc123",
+        "releases": str(releases),
+    }
+    # What procslice-activate recorded after its last run, computed by its own code.
+    (state / "procslice-demo").write_text(
+        "\n".join(
+            [
+                sh_fingerprint(str(unit)),
+                sh_fingerprint(str(link), str(config)),
+                sh_fingerprint(str(limits)),
+                "20260101T000000Z-abc123",
+            ]
+        )
+        + "\n"
+    )
+    return {"spec": spec, "state": str(state), "unit": unit, "config": config, "limits": limits, "link": link}
+
+
+def decide(tree: dict[str, Any], active: bool = True, **changes: Any) -> dict[str, Any]:
+    spec = {**tree["spec"], **changes}
+    return plan.plan_service(spec, tree["state"], active)
+
+
+def test_fingerprint_matches_procslice_activate(tree: dict[str, Any], tmp_path: Path) -> None:
+    paths = [str(tree["unit"]), str(tree["link"]), str(tmp_path / "missing"), str(tree["limits"])]
+    assert plan.fingerprint(paths, {}, None, None) == sh_fingerprint(*paths)
+    assert plan.fingerprint([], {}, None, None) == sh_fingerprint()
+
+
+def test_fingerprint_of_the_files_to_write_matches_after_writing(tree: dict[str, Any]) -> None:
+    desired = "[Service]\nExecStart=/bin/false\n"
+    predicted = plan.fingerprint([str(tree["unit"])], {str(tree["unit"]): sha(desired)}, None, None)
+    tree["unit"].write_text(desired)
+    assert predicted == sh_fingerprint(str(tree["unit"]))
+
+
+def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> None:
+    assert decide(tree) == {"action": "nothing", "activate": None, "at_least": None, "reasons": []}
+
+
+def test_a_changed_limits_file_is_applied_live(tree: dict[str, Any]) -> None:
+    files = {**tree["spec"]["files"], str(tree["limits"]): sha("[Service]\nMemoryMax=32M\n")}
+    result = decide(tree, files=files)
+    assert (result["action"], result["activate"]) == ("limits", "limits")
+    assert str(tree["limits"]) in result["reasons"][0]
+
+
+def test_a_changed_model_config_reloads(tree: dict[str, Any]) -> None:
+    files = {**tree["spec"]["files"], str(tree["config"]): sha("workers = 4\n")}
+    assert decide(tree, files=files)["activate"] == "reloaded"
+
+
+def test_a_changed_unit_restarts_even_with_a_reload_change(tree: dict[str, Any]) -> None:
+    files = {
+        **tree["spec"]["files"],
+        str(tree["config"]): sha("workers = 4\n"),
+        str(tree["unit"]): sha("[Service]\nExecStart=/bin/false\n"),
+    }
+    assert decide(tree, files=files)["action"] == "restart"
+
+
+def test_a_stopped_unit_starts(tree: dict[str, Any]) -> None:
+    assert decide(tree, active=False)["action"] == "start"
+
+
+def test_a_new_release_is_installed_then_reloaded(tree: dict[str, Any]) -> None:
+    result = decide(tree, release="def456")
+    assert (result["action"], result["activate"]) == ("install", "reloaded")
+
+
+def test_a_half_built_release_is_installed_again(tree: dict[str, Any]) -> None:
+    (Path(tree["spec"]["releases"]) / "20260101T000000Z-abc123/.complete").unlink()
+    assert decide(tree)["action"] == "install"
+
+
+def test_a_release_switched_back_by_hand_reloads(tree: dict[str, Any]) -> None:
+    other = Path(tree["spec"]["releases"]) / "20250101T000000Z-old999"
+    other.mkdir()
+    (other / ".complete").touch()
+    tree["link"].unlink()
+    tree["link"].symlink_to("releases/20250101T000000Z-old999")
+    result = decide(tree)
+    assert result["activate"] == "reloaded"
+
+
+def test_an_unfinished_run_is_finished(tree: dict[str, Any]) -> None:
+    """Files written but activate never ran: the applied state is older."""
+    Path(tree["state"], "procslice-demo").write_text("old\nold\nold\n\n")
+    assert decide(tree)["action"] == "restart"
+
+
+def test_a_hand_edited_drop_in_is_drift_and_restarts(tree: dict[str, Any]) -> None:
+    tree["unit"].write_text("[Service]\nExecStart=/bin/sh -c 'edited by hand'\n")
+    result = decide(tree)
+    assert (result["action"], result["at_least"]) == ("restart", "restart")
+    assert any("drift" in reason and str(tree["unit"]) in reason for reason in result["reasons"])
+
+
+def test_a_hand_edited_limits_file_is_drift_applied_live(tree: dict[str, Any]) -> None:
+    tree["limits"].write_text("[Service]\nMemoryMax=1G\n")
+    result = decide(tree)
+    assert (result["action"], result["at_least"]) == ("limits", "limits")
+
+
+def test_an_absent_service_is_removed_while_its_files_are_there(tree: dict[str, Any]) -> None:
+    spec = {"name": "demo", "unit": "procslice-demo", "state": "absent", "remove_paths": [str(tree["unit"])]}
+    assert plan.plan_service(spec, tree["state"], False)["action"] == "remove"
+    tree["unit"].unlink()
+    assert plan.plan_service(spec, tree["state"], False)["action"] == "nothing"
+
+
+def test_slices_and_host_tools(tmp_path: Path) -> None:
+    slice_file = tmp_path / "procslice-web.slice"
+    slice_file.write_text("[Slice]\nCPUQuota=100%\n")
+    same = {"unit": "procslice-web.slice", "path": str(slice_file), "sha256": sha(slice_file.read_text())}
+    assert plan.plan_slice(same)["action"] == "nothing"
+    assert plan.plan_slice({**same, "sha256": sha("[Slice]\nCPUQuota=50%\n")})["action"] == "limits"
+    marker = tmp_path / "base"
+    assert plan.plan_base({"marker": str(marker), "fingerprint": "f1"})["action"] == "install"
+    marker.write_text("f1\n")
+    assert plan.plan_base({"marker": str(marker), "fingerprint": "f1"})["action"] == "nothing"
+    assert plan.plan_base({"marker": str(marker), "fingerprint": "f2"})["action"] == "install"
+
+
+def test_the_files_module_writes_only_what_differs(tmp_path: Path) -> None:
+    target = tmp_path / "d/unit.service"
+    spec = {"path": str(target), "content": "a\n", "owner": "root", "group": "root", "mode": "0640"}
+    assert files_module.ensure_file(spec, check=True) == (True, "")
+    assert not target.exists(), "check mode wrote a file"
+    assert files_module.ensure_file(spec, check=False)[0]
+    assert target.read_text() == "a\n" and oct(target.stat().st_mode & 0o777) == "0o640"
+    assert files_module.ensure_file(spec, check=False) == (False, None)
+    assert files_module.ensure_file({**spec, "content": "b\n"}, check=False) == (True, "a\n")
+    assert target.read_text() == "b\n"
+
+
+def test_activate_arguments_follow_the_classes() -> None:
+    services = [{"name": "api", "unit": "procslice-api", "user": "procslice-api", "listen": ["0.0.0.0:1"],
+                 "health": {"url": "http://127.0.0.1:1/healthz", "timeout": 9}}]
+    templates = [
+        {"src": "u.j2", "dest": "/etc/systemd/system/@UNIT@.service", "class": "restart"},
+        {"src": "s.j2", "dest": "/etc/systemd/system/@UNIT@.socket", "class": "restart", "only_if": "listen"},
+        {"dest": "/etc/procslice/@NAME@/env", "class": "restart"},
+        {"src": "c.j2", "dest": "/etc/procslice/@NAME@/c", "class": "reload", "group": "@USER@"},
+        {"src": "l.j2", "dest": "/l/@UNIT@", "class": "limits", "only_if": "!listen"},
+    ]
+    sources = filters.procslice_unit_sources(services, templates)
+    assert [s["path"] for s in sources] == [
+        "/etc/systemd/system/procslice-api.service",
+        "/etc/systemd/system/procslice-api.socket",
+        "/etc/procslice/api/env",
+        "/etc/procslice/api/c",
+    ]
+    assert sources[3]["group"] == "procslice-api"
+    rendered = [{**s, "content": None if s["src"] is None else "x"} for s in sources]
+    spec = filters.procslice_unit_specs(services, rendered, "/srv", {"api": {"hash": "h1"}})[0]
+    assert filters.procslice_activate_argv(spec) == [
+        "/usr/local/lib/procslice/activate", "procslice-api",
+        "--restart-on", "/etc/systemd/system/procslice-api.service",
+        "/etc/systemd/system/procslice-api.socket", "/etc/procslice/api/env",
+        "--reload-on", "/srv/api/current", "/etc/procslice/api/c",
+        "--limits-on",
+        "--health-url", "http://127.0.0.1:1/healthz", "--health-timeout", "9", "--link", "/srv/api/current",
+    ]  # fmt: skip
+    assert "/etc/procslice/api/env" not in spec["files"]
+    merged = filters.procslice_plan_merge([spec], [{"path": "/etc/procslice/api/env", "content": "E=1\n"}])[0]
+    assert merged["files"]["/etc/procslice/api/env"] == sha("E=1\n")

@@ -118,7 +118,7 @@ def test_fingerprint_of_the_files_to_write_matches_after_writing(tree: dict[str,
 
 
 def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> None:
-    assert decide(tree) == {"action": "nothing", "activate": None, "at_least": None, "reasons": []}
+    assert decide(tree) == {"action": "nothing", "activate": None, "at_least": None, "release": False, "reasons": []}
 
 
 def test_a_changed_limits_file_is_applied_live(tree: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ def test_a_stopped_unit_starts(tree: dict[str, Any]) -> None:
 
 def test_a_new_release_is_installed_then_reloaded(tree: dict[str, Any]) -> None:
     result = decide(tree, release="def456")
-    assert (result["action"], result["activate"]) == ("install", "reloaded")
+    assert (result["action"], result["activate"], result["release"]) == ("install", "reloaded", True)
 
 
 def test_a_half_built_release_is_installed_again(tree: dict[str, Any]) -> None:
@@ -163,7 +163,7 @@ def test_a_release_switched_back_by_hand_reloads(tree: dict[str, Any]) -> None:
     tree["link"].unlink()
     tree["link"].symlink_to("releases/20250101T000000Z-old999")
     result = decide(tree)
-    assert result["activate"] == "reloaded"
+    assert (result["activate"], result["release"]) == ("reloaded", True)
 
 
 def test_an_unfinished_run_is_finished(tree: dict[str, Any]) -> None:

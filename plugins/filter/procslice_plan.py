@@ -156,13 +156,25 @@ def procslice_activate_argv(spec: Mapping[str, Any]) -> list[str]:
     return argv
 
 
-def procslice_planned(items: list[Mapping[str, Any]], plan: Mapping[str, Any] | None, kind: str = "services") -> list[Any]:
-    """The items the plan has an action for (all of them without a plan: a role run alone)."""
+def procslice_planned(
+    items: list[Mapping[str, Any]], plan: Mapping[str, Any] | None, kind: str = "services", need: str | None = None
+) -> list[Any]:
+    """The items the plan has an action for (all of them without a plan: a role run alone).
+
+    need: only those whose plan entry also says so (release: the release steps are
+    needed; new: a slice not on the host yet)."""
     if not plan:
         return list(items)
     entries = plan.get(kind) or {}
     key = "unit" if kind == "slices" else "name"
-    return [item for item in items if (entries.get(item[key]) or {}).get("action", "install") != "nothing"]
+    out = []
+    for item in items:
+        entry = entries.get(item[key])
+        if entry is None:  # not in the plan: do it
+            out.append(item)
+        elif entry.get("action") != "nothing" and (need is None or entry.get(need)):
+            out.append(item)
+    return out
 
 
 def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[str]:

@@ -139,8 +139,8 @@ def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str
     if spec.get("state", "present") == "absent":
         left = [path for path in spec.get("remove_paths") or [] if os.path.lexists(path)]
         if left:
-            return {"action": "remove", "activate": None, "reasons": [f"state: absent, {left[0]} is there"]}
-        return {"action": "nothing", "activate": None, "reasons": []}
+            return {"action": "remove", "activate": None, "release": False, "reasons": [f"state: absent, {left[0]} is there"]}
+        return {"action": "nothing", "activate": None, "release": False, "reasons": []}
 
     files: dict[str, str] = spec.get("files") or {}
     link = spec.get("link")
@@ -195,10 +195,16 @@ def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str
         activate = drift
 
     action = "install" if install else activate
+    # The release steps (user, venv, current link) are needed for a new release, a
+    # missing user, or a current link that points elsewhere.
+    relink = bool(link) and target is not None and (
+        target is NEW or not os.path.islink(link) or os.readlink(link) != target
+    )
     return {
         "action": action,
         "activate": ACTIVATE_WORD.get(activate, "unchanged") if action != "nothing" else None,
         "at_least": drift if drift != "nothing" else None,
+        "release": install or relink,
         "reasons": reasons,
     }
 
@@ -211,10 +217,10 @@ def plan_slice(spec: dict[str, Any]) -> dict[str, Any]:
         return {"action": "nothing", "reasons": []}
     sha = file_sha(path)
     if sha is None:
-        return {"action": "limits", "reasons": [f"new: {path}"]}
+        return {"action": "limits", "new": True, "reasons": [f"new: {path}"]}
     if sha != spec["sha256"]:
-        return {"action": "limits", "reasons": [f"{path} differs"]}
-    return {"action": "nothing", "reasons": []}
+        return {"action": "limits", "new": False, "reasons": [f"{path} differs"]}
+    return {"action": "nothing", "new": False, "reasons": []}
 
 
 def plan_base(spec: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +246,10 @@ def make_plan(params: dict[str, Any]) -> dict[str, Any]:
     slices = {spec["unit"]: plan_slice(spec) for spec in params["slices"]}
     base = plan_base(params["base"])
     todo = sum(1 for entry in [*services.values(), *slices.values(), base] if entry["action"] != "nothing")
-    return {"services": services, "slices": slices, "base": base, "actions": todo}
+    # A host whose processes change is drained from the front first; one whose plan
+    # is limits only (or its tools) keeps serving.
+    disrupts = any(entry["action"] not in ("nothing", "limits") for entry in services.values())
+    return {"services": services, "slices": slices, "base": base, "actions": todo, "disrupts": disrupts}
 
 
 def main() -> None:

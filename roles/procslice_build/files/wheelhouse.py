@@ -157,17 +157,58 @@ def app_requirement(service: dict[str, Any], path: Path) -> list[str]:
     return [name]
 
 
+def archive_image_id(path: Path, cache: dict[str, Any]) -> str | None:
+    """The image id a podman save archive's manifest.json names (None: not readable).
+
+    Read here once per run, not by every host's render (the plan phase), and kept in
+    the cache while the archive's size and mtime stay the same."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = f"{stat.st_size}:{stat.st_mtime_ns}"
+    known = cache.get(str(path))
+    if known and known.get("key") == key:
+        return str(known["id"])
+    run = subprocess.run(["tar", "-xOf", str(path), "manifest.json"], capture_output=True, check=False)
+    if run.returncode != 0:
+        return None
+    try:
+        config = str(json.loads(run.stdout)[0]["Config"])
+    except (ValueError, LookupError, TypeError):
+        return None
+    found = config.removesuffix(".json").removeprefix("sha256:")
+    cache[str(path)] = {"key": key, "id": found}
+    return found
+
+
 def main() -> int:
     spec = json.load(sys.stdin)
     changed = False
     wheelhouses: dict[str, Any] = {}
+    image_ids: dict[str, str] = {}  # by the archive's path
+    id_cache_file = Path(spec["cache_dir"]) / "image-ids.json"
+    try:
+        id_cache: dict[str, Any] = json.loads(id_cache_file.read_text())
+    except (OSError, ValueError):
+        id_cache = {}
     for service in spec["services"]:
-        if service.get("state", "present") != "present" or service["model"] == "podman":
+        if service.get("state", "present") != "present":
+            continue
+        if service["model"] == "podman":
+            if service.get("image_archive"):
+                archive = os.path.join(spec["base_dir"], service["image_archive"])
+                found = archive_image_id(Path(archive), id_cache)
+                if found:
+                    image_ids[archive] = found
             continue
         result, built = build(service, spec)
         wheelhouses[service["name"]] = result
         changed = changed or built
-    json.dump({"changed": changed, "wheelhouses": wheelhouses}, sys.stdout)
+    if image_ids:
+        id_cache_file.parent.mkdir(parents=True, exist_ok=True)
+        id_cache_file.write_text(json.dumps(id_cache))
+    json.dump({"changed": changed, "wheelhouses": wheelhouses, "image_ids": image_ids}, sys.stdout)
     return 0
 
 

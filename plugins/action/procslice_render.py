@@ -1,0 +1,82 @@
+"""procslice_render: render every file of a set of services on the controller, in one task.
+
+The shared part of the model roles (procslice_unit): each role names its templates
+(src, dest with @UNIT@/@NAME@/@USER@/@MODEL@, owner, group, mode, and the class that
+says what a change needs: restart, reload or limits); this action renders them for
+every service with the task's variables (the including role's own), and sets
+
+- __procslice_unit_rendered: every file with its content, and
+- __procslice_unit_specs: one plan spec per service (the files by class, exactly the
+  lists procslice-activate fingerprints),
+
+for the plan (procslice_plan) and the apply (procslice_files, procslice-activate).
+With loop_var (procslice_slices: slice) the items are named otherwise in the templates.
+One task instead of a lookup per file: a template lookup copies every variable of the
+host for each file, which made rendering most of a no-op deploy's time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible.template import trust_as_template
+
+try:  # the engine's options: what the template lookup uses (ansible-core 2.19)
+    from ansible._internal._templating import _template_vars
+    from ansible._internal._templating._engine import TemplateOptions, TemplateOverrides
+except ImportError as exc:  # pragma: no cover - older ansible-core
+    raise AnsibleActionFail(f"procslice_render needs ansible-core 2.19 or later: {exc}") from exc
+
+_FILTERS = Path(__file__).resolve().parent.parent / "filter" / "procslice_plan.py"
+_spec = importlib.util.spec_from_file_location("procslice_plan_filters_for_render", _FILTERS)
+assert _spec and _spec.loader
+_plan = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_plan)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._task.args
+        services = args.get("services") or []
+        templates = args.get("templates") or []
+        root = args.get("root")
+        wheelhouses = args.get("wheelhouses") or {}
+        loop_var = args.get("loop_var") or "service"
+        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        rendered = []
+        for item in _plan.procslice_unit_sources(services, templates):
+            content = None
+            if item["src"]:
+                content = self._render(item["src"], {loop_var: item["service"]}, task_vars, cache)
+            entry = {key: item[key] for key in ("name", "path", "owner", "group", "mode", "class")}
+            rendered.append(entry | {"unit": item["service"].get("unit"), "content": content})
+        specs = _plan.procslice_unit_specs(services, rendered, root, wheelhouses)
+        result["changed"] = False
+        result["ansible_facts"] = {"__procslice_unit_rendered": rendered, "__procslice_unit_specs": specs}
+        return result
+
+    def _render(self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[str, Any]) -> str:
+        if src not in cache:
+            if not os.path.isfile(src):
+                raise AnsibleActionFail(f"procslice_render: template {src} not found")
+            text = trust_as_template(Path(src).read_text())
+            extra = _template_vars.generate_ansible_template_vars(
+                path=src, fullpath=src, include_ansible_managed="ansible_managed" not in task_vars
+            )
+            cache[src] = (text, extra)
+        text, extra = cache[src]
+        variables = {**task_vars, **extra, **own}
+        templar = self._templar.copy_with_new_env(available_variables=variables, searchpath=[os.path.dirname(src)])
+        options = TemplateOptions(escape_backslashes=False, overrides=TemplateOverrides.from_kwargs({"trim_blocks": True}))
+        out = templar._engine.template(text, options=options)
+        return str(out)

@@ -76,7 +76,11 @@ def tree(tmp_path: Path) -> dict[str, Any]:
         "unit": "procslice-demo",
         "state": "present",
         "user": "root",
-        "files": {str(unit): sha(unit.read_text()), str(config): sha(config.read_text()), str(limits): sha(limits.read_text())},
+        "files": {
+            str(unit): sha(unit.read_text()),
+            str(config): sha(config.read_text()),
+            str(limits): sha(limits.read_text()),
+        },
         "restart_on": [str(unit)],
         "reload_on": [str(link), str(config)],
         "limits_on": [str(limits)],
@@ -96,7 +100,14 @@ def tree(tmp_path: Path) -> dict[str, Any]:
         )
         + "\n"
     )
-    return {"spec": spec, "state": str(state), "unit": unit, "config": config, "limits": limits, "link": link}
+    return {
+        "spec": spec,
+        "state": str(state),
+        "unit": unit,
+        "config": config,
+        "limits": limits,
+        "link": link,
+    }
 
 
 def decide(tree: dict[str, Any], active: bool = True, **changes: Any) -> dict[str, Any]:
@@ -118,7 +129,13 @@ def test_fingerprint_of_the_files_to_write_matches_after_writing(tree: dict[str,
 
 
 def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> None:
-    assert decide(tree) == {"action": "nothing", "activate": None, "at_least": None, "release": False, "reasons": []}
+    assert decide(tree) == {
+        "action": "nothing",
+        "activate": None,
+        "at_least": None,
+        "release": False,
+        "reasons": [],
+    }
 
 
 def test_a_changed_limits_file_is_applied_live(tree: dict[str, Any]) -> None:
@@ -148,7 +165,11 @@ def test_a_stopped_unit_starts(tree: dict[str, Any]) -> None:
 
 def test_a_new_release_is_installed_then_reloaded(tree: dict[str, Any]) -> None:
     result = decide(tree, release="def456")
-    assert (result["action"], result["activate"], result["release"]) == ("install", "reloaded", True)
+    assert (result["action"], result["activate"], result["release"]) == (
+        "install",
+        "reloaded",
+        True,
+    )
 
 
 def test_a_half_built_release_is_installed_again(tree: dict[str, Any]) -> None:
@@ -186,7 +207,12 @@ def test_a_hand_edited_limits_file_is_drift_applied_live(tree: dict[str, Any]) -
 
 
 def test_an_absent_service_is_removed_while_its_files_are_there(tree: dict[str, Any]) -> None:
-    spec = {"name": "demo", "unit": "procslice-demo", "state": "absent", "remove_paths": [str(tree["unit"])]}
+    spec = {
+        "name": "demo",
+        "unit": "procslice-demo",
+        "state": "absent",
+        "remove_paths": [str(tree["unit"])],
+    }
     assert plan.plan_service(spec, tree["state"], False)["action"] == "remove"
     tree["unit"].unlink()
     assert plan.plan_service(spec, tree["state"], False)["action"] == "nothing"
@@ -195,7 +221,11 @@ def test_an_absent_service_is_removed_while_its_files_are_there(tree: dict[str, 
 def test_slices_and_host_tools(tmp_path: Path) -> None:
     slice_file = tmp_path / "procslice-web.slice"
     slice_file.write_text("[Slice]\nCPUQuota=100%\n")
-    same = {"unit": "procslice-web.slice", "path": str(slice_file), "sha256": sha(slice_file.read_text())}
+    same = {
+        "unit": "procslice-web.slice",
+        "path": str(slice_file),
+        "sha256": sha(slice_file.read_text()),
+    }
     assert plan.plan_slice(same)["action"] == "nothing"
     assert plan.plan_slice({**same, "sha256": sha("[Slice]\nCPUQuota=50%\n")})["action"] == "limits"
     marker = tmp_path / "base"
@@ -218,11 +248,23 @@ def test_the_files_module_writes_only_what_differs(tmp_path: Path) -> None:
 
 
 def test_activate_arguments_follow_the_classes() -> None:
-    services = [{"name": "api", "unit": "procslice-api", "user": "procslice-api", "listen": ["0.0.0.0:1"],
-                 "health": {"url": "http://127.0.0.1:1/healthz", "timeout": 9}}]
+    services = [
+        {
+            "name": "api",
+            "unit": "procslice-api",
+            "user": "procslice-api",
+            "listen": ["0.0.0.0:1"],
+            "health": {"url": "http://127.0.0.1:1/healthz", "timeout": 9},
+        }
+    ]
     templates = [
         {"src": "u.j2", "dest": "/etc/systemd/system/@UNIT@.service", "class": "restart"},
-        {"src": "s.j2", "dest": "/etc/systemd/system/@UNIT@.socket", "class": "restart", "only_if": "listen"},
+        {
+            "src": "s.j2",
+            "dest": "/etc/systemd/system/@UNIT@.socket",
+            "class": "restart",
+            "only_if": "listen",
+        },
         {"dest": "/etc/procslice/@NAME@/env", "class": "restart"},
         {"src": "c.j2", "dest": "/etc/procslice/@NAME@/c", "class": "reload", "group": "@USER@"},
         {"src": "l.j2", "dest": "/l/@UNIT@", "class": "limits", "only_if": "!listen"},
@@ -243,8 +285,11 @@ def test_activate_arguments_follow_the_classes() -> None:
         "/etc/systemd/system/procslice-api.socket", "/etc/procslice/api/env",
         "--reload-on", "/srv/api/current", "/etc/procslice/api/c",
         "--limits-on",
-        "--health-url", "http://127.0.0.1:1/healthz", "--health-timeout", "9", "--link", "/srv/api/current",
+        "--health-url", "http://127.0.0.1:1/healthz", "--health-timeout", "9",
+        "--link", "/srv/api/current",
     ]  # fmt: skip
     assert "/etc/procslice/api/env" not in spec["files"]
-    merged = filters.procslice_plan_merge([spec], [{"path": "/etc/procslice/api/env", "content": "E=1\n"}])[0]
+    merged = filters.procslice_plan_merge(
+        [spec], [{"path": "/etc/procslice/api/env", "content": "E=1\n"}]
+    )[0]
     assert merged["files"]["/etc/procslice/api/env"] == sha("E=1\n")

@@ -62,10 +62,15 @@ class ActionModule(ActionBase):
             rendered.append(entry | {"unit": item["service"].get("unit"), "content": content})
         specs = _plan.procslice_unit_specs(services, rendered, root, wheelhouses)
         result["changed"] = False
-        result["ansible_facts"] = {"__procslice_unit_rendered": rendered, "__procslice_unit_specs": specs}
+        result["ansible_facts"] = {
+            "__procslice_unit_rendered": rendered,
+            "__procslice_unit_specs": specs,
+        }
         return result
 
-    def _render(self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[str, Any]) -> str:
+    def _render(
+        self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[str, Any]
+    ) -> str:
         if src not in cache:
             if not os.path.isfile(src):
                 raise AnsibleActionFail(f"procslice_render: template {src} not found")
@@ -76,7 +81,11 @@ class ActionModule(ActionBase):
             cache[src] = (text, extra)
         text, extra = cache[src]
         variables = {**task_vars, **extra, **own}
-        templar = self._templar.copy_with_new_env(available_variables=variables, searchpath=[os.path.dirname(src)])
-        options = TemplateOptions(escape_backslashes=False, overrides=TemplateOverrides.from_kwargs({"trim_blocks": True}))
+        templar = self._templar.copy_with_new_env(
+            available_variables=variables, searchpath=[os.path.dirname(src)]
+        )
+        options = TemplateOptions(
+            escape_backslashes=False, overrides=TemplateOverrides.from_kwargs({"trim_blocks": True})
+        )
         out = templar._engine.template(text, options=options)
         return str(out)

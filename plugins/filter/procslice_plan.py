@@ -19,7 +19,9 @@ def _fill(text: str, service: Mapping[str, Any]) -> str:
     )
 
 
-def procslice_unit_sources(services: list[Mapping[str, Any]], templates: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def procslice_unit_sources(
+    services: list[Mapping[str, Any]], templates: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Every (service, file) pair to render: dest, owner, group and mode filled in.
 
     A template entry with `only_if: KEY` applies to the services whose KEY is truthy
@@ -61,7 +63,9 @@ def procslice_unit_specs(
     for service in services:
         mine = [entry for entry in rendered if entry["name"] == service["name"]]
         link = f"{root}/{service['name']}/current" if root else None
-        lists: dict[str, list[str]] = {cls: [entry["path"] for entry in mine if entry["class"] == cls] for cls in CLASSES}
+        lists: dict[str, list[str]] = {
+            cls: [entry["path"] for entry in mine if entry["class"] == cls] for cls in CLASSES
+        }
         if link:
             lists["reload"].insert(0, link)
         health = service.get("health") or {}
@@ -90,7 +94,9 @@ def procslice_unit_specs(
     return specs
 
 
-def procslice_plan_merge(specs: list[Mapping[str, Any]], rendered: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def procslice_plan_merge(
+    specs: list[Mapping[str, Any]], rendered: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Adds to each spec the files another role renders (procslice_service's env)."""
     shas = {
         entry["path"]: hashlib.sha256(entry["content"].encode()).hexdigest()
@@ -105,7 +111,9 @@ def procslice_plan_merge(specs: list[Mapping[str, Any]], rendered: list[Mapping[
     return out
 
 
-def procslice_plan_absent(services: list[Mapping[str, Any]], root: str, etc: str) -> list[dict[str, Any]]:
+def procslice_plan_absent(
+    services: list[Mapping[str, Any]], root: str, etc: str
+) -> list[dict[str, Any]]:
     """Plan specs of the absent services: what is on a host while one is not removed."""
     return [
         {
@@ -124,7 +132,9 @@ def procslice_plan_absent(services: list[Mapping[str, Any]], root: str, etc: str
     ]
 
 
-def procslice_plan_slices(files: list[Mapping[str, Any]], slices: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def procslice_plan_slices(
+    files: list[Mapping[str, Any]], slices: list[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
     """Plan specs of the slices: the rendered ones, and the absent ones to remove."""
     specs = [
         {
@@ -150,14 +160,22 @@ def procslice_activate_argv(spec: Mapping[str, Any]) -> list[str]:
     argv += ["--reload-on", *spec["reload_on"]]
     argv += ["--limits-on", *spec["limits_on"]]
     if spec.get("health_url"):
-        argv += ["--health-url", spec["health_url"], "--health-timeout", str(spec["health_timeout"])]
+        argv += [
+            "--health-url",
+            spec["health_url"],
+            "--health-timeout",
+            str(spec["health_timeout"]),
+        ]
         if spec.get("link"):
             argv += ["--link", spec["link"]]
     return argv
 
 
 def procslice_planned(
-    items: list[Mapping[str, Any]], plan: Mapping[str, Any] | None, kind: str = "services", need: str | None = None
+    items: list[Mapping[str, Any]],
+    plan: Mapping[str, Any] | None,
+    kind: str = "services",
+    need: str | None = None,
 ) -> list[Any]:
     """The items the plan has an action for (all of them without a plan: a role run alone).
 
@@ -170,9 +188,10 @@ def procslice_planned(
     out = []
     for item in items:
         entry = entries.get(item[key])
-        if entry is None:  # not in the plan: do it
-            out.append(item)
-        elif entry.get("action") != "nothing" and (need is None or entry.get(need)):
+        # not in the plan (do it), or an action the need asks for
+        if entry is None or (
+            entry.get("action") != "nothing" and (need is None or entry.get(need))
+        ):
             out.append(item)
     return out
 
@@ -182,7 +201,7 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
     rows = [("HOST", "WHAT", "ACTION", "REASON")]
     quiet = []
     for host in hosts:
-        plan = (hostvars.get(host) or {}).get("procslice_plan")
+        plan = (hostvars.get(host) or {}).get("procslice_plan_host")
         if not plan:
             rows.append((host, "-", "unknown", "no plan (host unreachable or preflight failed)"))
             continue
@@ -190,7 +209,9 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
             quiet.append(host)
             continue
         if plan["base"]["action"] != "nothing":
-            rows.append((host, "host tools", plan["base"]["action"], "; ".join(plan["base"]["reasons"])))
+            rows.append(
+                (host, "host tools", plan["base"]["action"], "; ".join(plan["base"]["reasons"]))
+            )
         for unit, entry in sorted(plan["slices"].items()):
             if entry["action"] != "nothing":
                 rows.append((host, unit, entry["action"], "; ".join(entry["reasons"])))
@@ -198,11 +219,17 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
             if entry["action"] != "nothing":
                 rows.append((host, name, entry["action"], "; ".join(entry["reasons"])))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
+        for r in rows
+    ]
     if len(rows) == 1:
         lines = []
     changed = len({row[0] for row in rows[1:]})
-    lines.append(f"{changed} host(s) to change, {len(quiet)} with nothing to do" + (f": {', '.join(quiet)}" if quiet else ""))
+    lines.append(
+        f"{changed} host(s) to change, {len(quiet)} with nothing to do"
+        + (f": {', '.join(quiet)}" if quiet else "")
+    )
     return lines
 
 

@@ -3,6 +3,16 @@
 
 from __future__ import annotations
 
+import grp
+import hashlib
+import os
+import pwd
+import stat
+import tempfile
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: procslice_files
 short_description: Write many rendered files (and their directories) in one transfer
@@ -34,15 +44,6 @@ changed_paths:
   returned: always
 """
 
-import grp
-import hashlib
-import os
-import pwd
-import stat
-import tempfile
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
 
 MAX_DIFF = 16384
 
@@ -90,7 +91,11 @@ def ensure_file(spec: dict[str, Any], check: bool) -> tuple[bool, str | None]:
     except FileNotFoundError:
         st = None
     same_content = old is not None and _sha(old) == _sha(data)
-    same_meta = st is not None and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, mode)
+    same_meta = st is not None and (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+        uid,
+        gid,
+        mode,
+    )
     if same_content and same_meta:
         return False, None
     if not check:
@@ -143,7 +148,9 @@ def main() -> None:
                         }
                     )
     except KeyError as exc:
-        module.fail_json(msg=f"procslice_files: unknown user or group {exc}", changed_paths=changed_paths)
+        module.fail_json(
+            msg=f"procslice_files: unknown user or group {exc}", changed_paths=changed_paths
+        )
     except OSError as exc:
         module.fail_json(msg=f"procslice_files: {exc}", changed_paths=changed_paths)
     result: dict[str, Any] = {"changed": bool(changed_paths), "changed_paths": changed_paths}

@@ -3,6 +3,15 @@
 
 from __future__ import annotations
 
+import glob
+import hashlib
+import os
+import pwd
+import subprocess
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: procslice_plan
 short_description: Compare what a host should run with what it runs, and say what to do
@@ -44,22 +53,20 @@ author: procslice
 
 RETURN = r"""
 plan:
-  description: services, slices and base, each with action and reasons; actions counts what is to do.
+  description: >-
+    services, slices and base, each with action and reasons; actions counts what is to do.
   type: dict
   returned: always
 """
 
-import glob
-import hashlib
-import os
-import pwd
-import subprocess
-from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
 
 # procslice-activate's answer for each planned action, and the order of strength.
-ACTIVATE_WORD = {"start": "started", "restart": "restarted", "reload": "reloaded", "limits": "limits"}
+ACTIVATE_WORD = {
+    "start": "started",
+    "restart": "restarted",
+    "reload": "reloaded",
+    "limits": "limits",
+}
 RANK = {"nothing": 0, "limits": 1, "reload": 2, "restart": 3, "start": 4}
 NEW = object()
 
@@ -86,7 +93,9 @@ def fingerprint_line(path: str, files: dict[str, str], link: str | None, target:
     return f"{path} {sha}" if sha is not None else f"{path} missing"
 
 
-def fingerprint(paths: list[str], files: dict[str, str], link: str | None, target: Any) -> str | None:
+def fingerprint(
+    paths: list[str], files: dict[str, str], link: str | None, target: Any
+) -> str | None:
     """sha256 of the lines, exactly as procslice-activate's fingerprint()."""
     lines = []
     for path in paths:
@@ -109,9 +118,13 @@ def applied(state_dir: str, unit: str) -> list[str]:
 def active_units(units: list[str]) -> dict[str, bool]:
     if not units:
         return {}
-    run = subprocess.run(["systemctl", "is-active", *units], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        ["systemctl", "is-active", *units], capture_output=True, text=True, check=False
+    )
     states = run.stdout.split("\n")
-    return {unit: (states[i] if i < len(states) else "") == "active" for i, unit in enumerate(units)}
+    return {
+        unit: (states[i] if i < len(states) else "") == "active" for i, unit in enumerate(units)
+    }
 
 
 def release_target(releases: str, release: str) -> tuple[Any, bool]:
@@ -135,11 +148,16 @@ def user_exists(name: str | None) -> bool:
 
 
 def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str, Any]:
-    name, unit = spec["name"], spec["unit"]
+    unit = spec["unit"]
     if spec.get("state", "present") == "absent":
         left = [path for path in spec.get("remove_paths") or [] if os.path.lexists(path)]
         if left:
-            return {"action": "remove", "activate": None, "release": False, "reasons": [f"state: absent, {left[0]} is there"]}
+            return {
+                "action": "remove",
+                "activate": None,
+                "release": False,
+                "reasons": [f"state: absent, {left[0]} is there"],
+            }
         return {"action": "nothing", "activate": None, "release": False, "reasons": []}
 
     files: dict[str, str] = spec.get("files") or {}
@@ -175,7 +193,11 @@ def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str
                     or (path == link and os.path.islink(path) and os.readlink(path) != target)
                 ]
                 what = ", ".join(changed) if changed else "what was last applied"
-                reasons.append(f"{cls}: {what} differs" if changed else f"{cls}: {what} differs (an unfinished run)")
+                reasons.append(
+                    f"{cls}: {what} differs"
+                    if changed
+                    else f"{cls}: {what} differs (an unfinished run)"
+                )
                 break
 
     # Files edited by hand on the host while the data stayed the same: the apply puts
@@ -188,7 +210,9 @@ def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str
             edited = path in files and file_sha(path) not in (None, files[path])
             relinked = path == link and os.path.islink(path) and os.readlink(path) != target
             if edited or relinked:
-                reasons.append(f"drift: {path} was {'edited' if edited else 'switched'} on the host")
+                reasons.append(
+                    f"drift: {path} was {'edited' if edited else 'switched'} on the host"
+                )
                 if RANK[cls] > RANK[drift]:
                     drift = cls
     if RANK[drift] > RANK[activate]:
@@ -197,8 +221,10 @@ def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str
     action = "install" if install else activate
     # The release steps (user, venv, current link) are needed for a new release, a
     # missing user, or a current link that points elsewhere.
-    relink = bool(link) and target is not None and (
-        target is NEW or not os.path.islink(link) or os.readlink(link) != target
+    relink = (
+        bool(link)
+        and target is not None
+        and (target is NEW or not os.path.islink(link) or os.readlink(link) != target)
     )
     return {
         "action": action,
@@ -240,16 +266,26 @@ def make_plan(params: dict[str, Any]) -> dict[str, Any]:
     present = [s for s in params["services"] if s.get("state", "present") != "absent"]
     active = active_units([f"{s['unit']}.service" for s in present])
     services = {
-        spec["name"]: plan_service(spec, params["state_dir"], active.get(f"{spec['unit']}.service", False))
+        spec["name"]: plan_service(
+            spec, params["state_dir"], active.get(f"{spec['unit']}.service", False)
+        )
         for spec in params["services"]
     }
     slices = {spec["unit"]: plan_slice(spec) for spec in params["slices"]}
     base = plan_base(params["base"])
-    todo = sum(1 for entry in [*services.values(), *slices.values(), base] if entry["action"] != "nothing")
+    todo = sum(
+        1 for entry in [*services.values(), *slices.values(), base] if entry["action"] != "nothing"
+    )
     # A host whose processes change is drained from the front first; one whose plan
     # is limits only (or its tools) keeps serving.
     disrupts = any(entry["action"] not in ("nothing", "limits") for entry in services.values())
-    return {"services": services, "slices": slices, "base": base, "actions": todo, "disrupts": disrupts}
+    return {
+        "services": services,
+        "slices": slices,
+        "base": base,
+        "actions": todo,
+        "disrupts": disrupts,
+    }
 
 
 def main() -> None:

@@ -170,7 +170,9 @@ def archive_image_id(path: Path, cache: dict[str, Any]) -> str | None:
     known = cache.get(str(path))
     if known and known.get("key") == key:
         return str(known["id"])
-    run = subprocess.run(["tar", "-xOf", str(path), "manifest.json"], capture_output=True, check=False)
+    run = subprocess.run(
+        ["tar", "-xOf", str(path), "manifest.json"], capture_output=True, check=False
+    )
     if run.returncode != 0:
         return None
     try:

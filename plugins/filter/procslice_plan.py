@@ -74,6 +74,7 @@ def procslice_unit_specs(
             {
                 "name": service["name"],
                 "unit": service["unit"],
+                "model": service.get("model"),
                 "user": service.get("user") if root else None,
                 "state": service.get("state", "present"),
                 "files": {
@@ -119,6 +120,7 @@ def procslice_plan_absent(
         {
             "name": service["name"],
             "unit": service["unit"],
+            "model": service.get("model"),
             "state": "absent",
             "remove_paths": [
                 f"/etc/systemd/system/{service['unit']}.service",
@@ -151,6 +153,25 @@ def procslice_plan_slices(
         if entry.get("state") == "absent"
     ]
     return specs
+
+
+def procslice_plan_todo(plan: Mapping[str, Any] | None) -> list[str]:
+    """What a host's plan needs of the apply: the models of the services with an
+    action, "services" when any has one, "slices" and "base" (its tools)."""
+    if not plan:
+        return []
+    todo = {
+        entry.get("model") or "services"
+        for entry in (plan.get("services") or {}).values()
+        if entry.get("action") != "nothing"
+    }
+    if todo:
+        todo.add("services")
+    if any(entry.get("action") != "nothing" for entry in (plan.get("slices") or {}).values()):
+        todo.add("slices")
+    if (plan.get("base") or {}).get("action", "nothing") != "nothing":
+        todo.add("base")
+    return sorted(todo)
 
 
 def procslice_activate_argv(spec: Mapping[str, Any]) -> list[str]:
@@ -240,6 +261,7 @@ class FilterModule:
             "procslice_unit_specs": procslice_unit_specs,
             "procslice_activate_argv": procslice_activate_argv,
             "procslice_planned": procslice_planned,
+            "procslice_plan_todo": procslice_plan_todo,
             "procslice_plan_merge": procslice_plan_merge,
             "procslice_plan_absent": procslice_plan_absent,
             "procslice_plan_slices": procslice_plan_slices,

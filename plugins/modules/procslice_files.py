@@ -34,12 +34,22 @@ options:
     type: list
     elements: dict
     default: []
+  existing_parents_only:
+    description: >-
+      Write a file only where its directory exists already (a drop-in of a unit
+      deployed on this host); the others are skipped and listed in skipped_paths.
+    type: bool
+    default: false
 author: procslice
 """
 
 RETURN = r"""
 changed_paths:
   description: The paths that were (or in check mode would be) written or adjusted.
+  type: list
+  returned: always
+skipped_paths:
+  description: With existing_parents_only, the files whose directory is not there.
   type: list
   returned: always
 """
@@ -124,17 +134,24 @@ def main() -> None:
         argument_spec={
             "files": {"type": "list", "elements": "dict", "default": []},
             "directories": {"type": "list", "elements": "dict", "default": []},
+            "existing_parents_only": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     check = module.check_mode
     changed_paths: list[str] = []
+    skipped_paths: list[str] = []
     diffs: list[dict[str, str]] = []
     try:
         for spec in module.params["directories"]:
             if ensure_directory(spec, check):
                 changed_paths.append(spec["path"])
         for spec in module.params["files"]:
+            if module.params["existing_parents_only"] and not os.path.isdir(
+                os.path.dirname(spec["path"])
+            ):
+                skipped_paths.append(spec["path"])
+                continue
             changed, old = ensure_file(spec, check)
             if changed:
                 changed_paths.append(spec["path"])
@@ -153,7 +170,11 @@ def main() -> None:
         )
     except OSError as exc:
         module.fail_json(msg=f"procslice_files: {exc}", changed_paths=changed_paths)
-    result: dict[str, Any] = {"changed": bool(changed_paths), "changed_paths": changed_paths}
+    result: dict[str, Any] = {
+        "changed": bool(changed_paths),
+        "changed_paths": changed_paths,
+        "skipped_paths": skipped_paths,
+    }
     if diffs:
         result["diff"] = diffs
     module.exit_json(**result)

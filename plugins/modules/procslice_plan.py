@@ -148,6 +148,12 @@ def user_exists(name: str | None) -> bool:
 
 
 def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str, Any]:
+    entry = decide_service(spec, state_dir, active)
+    entry["model"] = spec.get("model")
+    return entry
+
+
+def decide_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str, Any]:
     unit = spec["unit"]
     if spec.get("state", "present") == "absent":
         left = [path for path in spec.get("remove_paths") or [] if os.path.lexists(path)]

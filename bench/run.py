@@ -19,8 +19,9 @@ group, waited for (an HTTP GET answered 200), measured with wrk, then stopped
   gunicorn against procslice swoole's memory recycling: OOM kills, failed requests,
   worker replacements; ratio = failed requests / gunicorn + uvicorn-worker's.
 * deploy (bench/deploy_times.py): deploy.yml on fresh fleets of 1, 3 and 6 hosts:
-  first deploy, no-op re-deploy and a live limit change; ratio = seconds / the floor
-  (a one-task playbook on the same fleet).
+  first deploy, no-op re-deploy, --check --diff, a live limit change (deploy.yml, then
+  playbooks/limits.yml) and a code change of one service under load (its failed
+  requests counted); ratio = seconds / the floor (a one-task playbook on the same fleet).
 
 The leak and deploy sections start their own fleet (bench/fleet.py: containers
 procslice-bfleet<i>) and destroy it at the end (``--keep-fleet`` keeps it).

@@ -221,7 +221,7 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
     """The fleet's plan, one line per host and item with something to do."""
     rows = [("HOST", "WHAT", "ACTION", "REASON")]
     quiet = []
-    for host in hosts:
+    for host in sorted(hosts):
         plan = (hostvars.get(host) or {}).get("procslice_plan_host")
         if not plan:
             rows.append((host, "-", "unknown", "no plan (host unreachable or preflight failed)"))

@@ -31,13 +31,14 @@ PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3}
 testinfra_hosts = [f"ansible://{name}" for name in HOSTS]
 
 
-def playbook(*args: str) -> subprocess.CompletedProcess[str]:
+def playbook(*args: str, data: Path = SCENARIO_VARS) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook on the scenario's fleet; data: the inventory folder of its vars."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     env.pop("ANSIBLE_FORCE_COLOR", None)  # molecule sets it for its own runs
     return subprocess.run(
         [
             str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            *("-i", str(INVENTORY), "-i", str(SCENARIO_VARS)),
+            *("-i", str(INVENTORY), "-i", str(data)),
             *args,
         ],
         cwd=REPO,
@@ -126,9 +127,193 @@ def test_check_diff_on_a_deployed_fleet_reports_nothing_to_change(check_run):
     rows = recap(check_run.stdout)
     # The fleet's hosts and the front host (haproxy): none would change.
     assert set(rows) == set(HOSTS) | {"procslice-mfleet0"}
+    assert rows, check_run.stdout[-3000:]
     for host, row in rows.items():
         assert row["changed"] == 0, f"{host}: {row}\n{check_run.stdout[-4000:]}"
         assert row["failed"] == 0
+    assert f"0 host(s) to change, {len(HOSTS)} with nothing to do" in check_run.stdout
+
+
+# ---- plan, then apply ------------------------------------------------------------------
+
+
+def on_host(host: str, command: str) -> str:
+    return subprocess.run(
+        ["podman", "exec", host, "sh", "-c", command], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def audit_lines(host: str) -> list[dict]:
+    text = on_host(host, "cat /var/log/procslice/audit.log 2>/dev/null || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def planned(tmp_path: Path, *args: str, data: Path = SCENARIO_VARS):
+    """deploy.yml with the plan written as JSON: the run and the plan."""
+    plan_file = tmp_path / f"plan-{time.monotonic_ns()}.json"
+    run = playbook("deploy.yml", "-e", f"procslice_plan_json={plan_file}", *args, data=data)
+    assert plan_file.is_file(), (run.stdout + run.stderr)[-4000:]
+    return run, json.loads(plan_file.read_text())
+
+
+def test_a_noop_deploy_asks_each_host_once_and_touches_none(tmp_path):
+    before = {host: len(audit_lines(host)) for host in HOSTS}
+    started = time.monotonic()
+    run, plan = planned(tmp_path)
+    took = time.monotonic() - started
+    out = run.stdout
+    assert run.returncode == 0, (out + run.stderr)[-4000:]
+    print(f"no-op deploy of {len(HOSTS)} hosts and the front: {took:.1f}s")
+    assert set(plan) == set(HOSTS)
+    for host in HOSTS:
+        assert plan[host]["actions"] == 0, plan[host]
+    # The hosts were asked once each (the plan module), and nothing else reached them:
+    # no lock, no drain, no activation (each would write an audit line), no apply play.
+    compare = re.search(
+        r"TASK \[procslice_plan : Compare with what each host runs\].*?\n\n", out, re.S
+    )
+    assert compare, out[-3000:]
+    for host in HOSTS:
+        assert compare.group(0).count(f"ok: [{host}]") == 1, compare.group(0)
+    assert "Take the deploy lock" not in out
+    assert "Take the host out of the front" not in out
+    assert "PLAY [Apply slices, releases and units]" in out
+    assert (
+        out.split("PLAY [Apply slices, releases and units]")[1]
+        .lstrip()
+        .startswith("skipping: no hosts matched")
+    ), out[-2000:]
+    assert {host: len(audit_lines(host)) for host in HOSTS} == before
+    rows = recap(out)
+    for host in HOSTS:
+        assert rows[host]["changed"] == 0 and rows[host]["failed"] == 0, rows
+
+
+def overlay(tmp_path: Path, host: str, data: dict) -> Path:
+    """The scenario's inventory vars with data for one host on top (host_vars)."""
+    folder = tmp_path / "inventory"
+    shutil.copytree(SCENARIO_VARS, folder)
+    host_vars = folder / "host_vars" / f"{host}.yml"
+    merged = yaml.safe_load(host_vars.read_text())
+    merged.update(data)
+    host_vars.write_text(yaml.safe_dump(merged))
+    return folder
+
+
+def scenario_data() -> dict:
+    data: dict = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+    return data
+
+
+ACTIVATE_WORD = {"install": None, "start": "started", "restart": "restarted", "reload": "reloaded"}
+
+
+def test_a_mixed_change_on_one_host_is_applied_as_the_plan_said(tmp_path):
+    """One host gets a code change, an environment change, a slice limit, a new service
+    and a removed one; the plan names each, the apply does exactly that (the audit log),
+    and the other hosts are not visited."""
+    target = sorted(HOSTS)[1]
+    others = [host for host in HOSTS if host != target]
+    source = tmp_path / "hello_wsgi"
+    shutil.copytree(REPO / "examples" / "hello_wsgi", source)
+    pyproject = source / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "1.0.0"', 'version = "2.0.0"'))
+    data = scenario_data()
+    services = {service["name"]: service for service in data["procslice_services"]}
+    services["hello-wsgi"]["package"] = {"source": str(source)}
+    services["hello-asgi"]["env"] = {"VERSION": "7"}
+    services["hello-swoole"]["state"] = "absent"
+    extra = dict(services["hello-aio"], name="hello-extra", listen=["0.0.0.0:8005"])
+    extra.pop("metrics_listen")
+    data["procslice_services"].append(extra)
+    data["procslice_slices"][0]["memory_max"] = "800M"
+    changed = overlay(tmp_path / "changed", target, data)
+    before = {host: len(audit_lines(host)) for host in HOSTS}
+
+    run, plan = planned(tmp_path, data=changed)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    for host in others:
+        assert plan[host]["actions"] == 0, plan[host]
+        assert len(audit_lines(host)) == before[host], f"{host} was visited"
+        assert f"[{host}]" not in run.stdout.split("PLAY [Apply slices, releases and units]")[1]
+    mine = plan[target]
+    actions = {name: entry["action"] for name, entry in mine["services"].items()}
+    assert actions == {
+        "hello-wsgi": "install",
+        "hello-asgi": "restart",
+        "hello-aio": "nothing",
+        "hello-swoole": "remove",
+        "hello-extra": "install",
+    }, mine
+    assert mine["slices"]["procslice-web.slice"]["action"] == "limits", mine["slices"]
+    # What the apply did, as procslice-activate audited it: exactly the predicted actions.
+    done = {
+        record["unit"].removeprefix("procslice-"): record["action"]
+        for record in audit_lines(target)[before[target] :]
+        if record["event"] == "deploy"
+    }
+    expected = {
+        name: entry["activate"] for name, entry in mine["services"].items() if entry["activate"]
+    }
+    assert expected == {
+        "hello-wsgi": "reloaded",
+        "hello-asgi": "restarted",
+        "hello-extra": "started",
+    }
+    assert done == expected, (done, expected)
+    base = HOSTS[target]
+    assert http(base, "/version") == "1 2.0.0"
+    assert http(base + 1, "/version") == "7 1.0.0"
+    assert on_host(target, "systemctl is-active procslice-hello-extra.service").strip() == "active"
+    gone = subprocess.run(
+        [
+            "podman",
+            "exec",
+            target,
+            "test",
+            "-e",
+            "/etc/systemd/system/procslice-hello-swoole.service",
+        ]
+    )
+    assert gone.returncode != 0, "the removed service's unit is still there"
+    cg = on_host(target, "systemctl show -P ControlGroup procslice-web.slice").strip()
+    assert (
+        int(on_host(target, f"cat /sys/fs/cgroup/memory{cg}/memory.limit_in_bytes")) == 800 * 2**20
+    )
+
+    # Back to the scenario's data (the extra service removed), then nothing to do.
+    data = scenario_data()
+    data["procslice_services"].append(dict(extra, state="absent"))
+    restored = overlay(tmp_path / "restored", target, data)
+    back, plan = planned(tmp_path, data=restored)
+    assert back.returncode == 0, (back.stdout + back.stderr)[-4000:]
+    assert http(base, "/version") == "1 1.0.0"
+    assert http(base + 3, "/whoami").startswith("hello from hello-swoole")
+    again, plan = planned(tmp_path, data=restored)
+    assert again.returncode == 0
+    assert all(entry["actions"] == 0 for entry in plan.values()), plan
+
+
+def test_a_hand_edited_drop_in_is_reported_and_put_back(tmp_path):
+    host = sorted(HOSTS)[2]
+    dropin = "/etc/systemd/system/procslice-hello-aio.service.d/60-hardening.conf"
+    clean = on_host(host, f"sha256sum {dropin}").split()[0]
+    on_host(host, f"echo 'Environment=EDITED=by-hand' >> {dropin} && systemctl daemon-reload")
+    pid = on_host(host, "systemctl show -P MainPID procslice-hello-aio.service").strip()
+
+    check, plan = planned(tmp_path, "--check", "--diff")
+    assert check.returncode == 0, (check.stdout + check.stderr)[-4000:]
+    entry = plan[host]["services"]["hello-aio"]
+    assert entry["action"] == "restart" and entry["at_least"] == "restart", entry
+    assert any("drift" in reason and dropin in reason for reason in entry["reasons"]), entry
+    assert on_host(host, f"sha256sum {dropin}").split()[0] != clean, "--check changed the file"
+
+    run, _ = planned(tmp_path)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert on_host(host, f"sha256sum {dropin}").split()[0] == clean
+    assert on_host(host, "systemctl show -P MainPID procslice-hello-aio.service").strip() != pid
+    _, plan = planned(tmp_path)
+    assert plan[host]["actions"] == 0, plan[host]
 
 
 def fleet_state(unit: str, path: str) -> dict[str, tuple[str, str]]:

@@ -362,7 +362,10 @@ def test_a_host_gone_mid_rollout_stops_the_rollout_named_and_a_rerun_converges(t
     first, second, gone = sorted(HOSTS)
     # Output to a file: a pipe nobody reads while we wait would fill and stall the run.
     log = open(tmp_path / "deploy.log", "w+")  # noqa: SIM115 (read back below)
-    deploy = playbook_in_background("deploy.yml", "-e", f"@{extra}", stdout=log)
+    # One host a batch (the default puts the two others together after the canary).
+    deploy = playbook_in_background(
+        "deploy.yml", "-e", f"@{extra}", "-e", '{"procslice_serial": [1, 1, "100%"]}', stdout=log
+    )
     # The host goes away once the second batch has started: the canary is done.
     deadline = time.monotonic() + 600
     while on(second, "cat /run/procslice/deploy.lock 2>/dev/null", check=False) == "":

@@ -1,4 +1,4 @@
-"""Rendering of templates/aio and templates/swoole: the config the runtime accepts, the units.
+"""Rendering of templates/supervisor (aio and swoole): the config the runtime accepts, the units.
 
 The templates are rendered with Jinja2 and the two Ansible filters they use, from
 services normalised by the procslice filter (as the role does); the rendered
@@ -55,7 +55,9 @@ def normalised(model: str, **extra: Any) -> dict[str, Any]:
 
 
 def render(model: str, path: str, service: dict[str, Any]) -> str:
-    return ENV.get_template(f"{model}/{path}").render(service=service, **VARS)
+    """One template set for both supervisor models; the service names its model."""
+    assert service["model"] == model
+    return ENV.get_template(f"supervisor/{path}").render(service=service, **VARS)
 
 
 def unit(text: str) -> configparser.ConfigParser:

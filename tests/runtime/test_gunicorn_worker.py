@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from conftest import REPO, child_env, children_of, free_port, wait_until
 
 LOADGEN = REPO / "tests" / "molecule_support" / "loadgen.py"
-pytest.importorskip("uvicorn_worker")
+# uvicorn-worker is in requirements/controller.txt: a missing one fails here, loudly.
+import uvicorn_worker  # noqa: E402,F401
 
 
 def gunicorn(worker_class: str, port: int, log: Path) -> subprocess.Popen[bytes]:

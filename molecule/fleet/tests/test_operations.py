@@ -379,7 +379,7 @@ def test_a_host_gone_mid_rollout_stops_the_rollout_named_and_a_rerun_converges(t
         assert deploy.returncode != 0, out[-3000:]
         rows = recap(out)
         assert rows[gone]["unreachable"] == 1 or rows[gone]["failed"] == 1, rows
-        assert f"fatal: [{gone}]: UNREACHABLE" in out or f"[{gone}]" in out
+        assert f"fatal: [{gone}]: UNREACHABLE" in out or f"fatal: [{gone}]: FAILED" in out
         for host in (first, second):
             assert rows[host]["failed"] == 0 and rows[host]["unreachable"] == 0, rows
             for name, off in PORTS.items():

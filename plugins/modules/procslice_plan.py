@@ -19,7 +19,7 @@ description:
   - The plan phase of a deploy. It reads the host and changes nothing.
   - For each service it predicts the action procslice-activate will take after the
     apply writes the rendered files (the same fingerprints of the same files, compared
-    with /var/lib/procslice/applied/UNIT), and adds what activate cannot see: a
+    with /var/lib/procslice/applied/UNIT), and adds what activate cannot see, a
     release that must be built, a removed service, files edited by hand on the host.
   - Actions, per service - C(install) (a new release is built, then activate runs),
     C(start), C(restart), C(reload), C(limits) (applied live), C(remove), C(nothing).

@@ -135,6 +135,7 @@ def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> 
         "at_least": None,
         "release": False,
         "reasons": [],
+        "model": None,
     }
 
 
@@ -293,3 +294,15 @@ def test_activate_arguments_follow_the_classes() -> None:
         [spec], [{"path": "/etc/procslice/api/env", "content": "E=1\n"}]
     )[0]
     assert merged["files"]["/etc/procslice/api/env"] == sha("E=1\n")
+
+
+def test_a_host_left_drained_by_a_failed_run_is_planned_back(tmp_path: Path) -> None:
+    marker = tmp_path / "drained"
+    params = {"services": [], "slices": [], "base": {}, "state_dir": str(tmp_path)}
+    quiet = plan.make_plan({**params, "drained_marker": str(marker)})
+    assert (quiet["actions"], quiet["drained"]) == (0, False)
+    marker.write_text("drained by a deploy run\n")
+    left = plan.make_plan({**params, "drained_marker": str(marker)})
+    assert (left["actions"], left["drained"]) == (1, True)
+    table = filters.procslice_plan_table(["h1"], {"h1": {"procslice_plan_host": left}})
+    assert table[1].split()[:4] == ["h1", "front", "rotation", "ready"]

@@ -229,6 +229,10 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
         if not plan.get("actions"):
             quiet.append(host)
             continue
+        if plan.get("drained"):
+            rows.append(
+                (host, "front rotation", "ready", "left drained by an earlier run that failed")
+            )
         if plan["base"]["action"] != "nothing":
             rows.append(
                 (host, "host tools", plan["base"]["action"], "; ".join(plan["base"]["reasons"]))

@@ -44,6 +44,12 @@ options:
     description: The host's tools - marker (a path) and fingerprint (what it must hold).
     type: dict
     default: {}
+  drained_marker:
+    description: >-
+      A file deploy.yml writes while the host is out of the front's rotation; still
+      there, an earlier run failed and left the host drained (the plan says ready).
+    type: str
+    default: ""
   state_dir:
     description: Where procslice-activate records what it applied.
     type: str
@@ -282,6 +288,10 @@ def make_plan(params: dict[str, Any]) -> dict[str, Any]:
     todo = sum(
         1 for entry in [*services.values(), *slices.values(), base] if entry["action"] != "nothing"
     )
+    # A host an earlier run drained from the front and did not put back (it failed):
+    # the apply puts it back once its services pass.
+    drained = bool(params.get("drained_marker")) and os.path.exists(params["drained_marker"])
+    todo += int(drained)
     # A host whose processes change is drained from the front first; one whose plan
     # is limits only (or its tools) keeps serving.
     disrupts = any(entry["action"] not in ("nothing", "limits") for entry in services.values())
@@ -291,6 +301,7 @@ def make_plan(params: dict[str, Any]) -> dict[str, Any]:
         "base": base,
         "actions": todo,
         "disrupts": disrupts,
+        "drained": drained,
     }
 
 
@@ -301,6 +312,7 @@ def main() -> None:
             "slices": {"type": "list", "elements": "dict", "default": []},
             "base": {"type": "dict", "default": {}},
             "state_dir": {"type": "str", "default": "/var/lib/procslice/applied"},
+            "drained_marker": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )

@@ -470,3 +470,12 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     assert kept.returncode == 0, kept.stderr
     for name, port in HOSTS.items():
         assert http(port, "/version") == "1 1.0.0", name
+    # The canary was drained from the front before its apply and the run failed: it
+    # says so, and the next deploy (the data back as it was) puts it back.
+    assert f"{canary} stays out of the front load balancer's rotation" in output, output[-4000:]
+    back, plan = planned(tmp_path)
+    assert back.returncode == 0, (back.stdout + back.stderr)[-4000:]
+    assert plan[canary]["drained"] is True, plan[canary]
+    assert [host for host in HOSTS if plan[host]["actions"]] == [canary], plan
+    _, plan = planned(tmp_path)
+    assert all(not plan[host]["actions"] for host in HOSTS), plan

@@ -85,3 +85,51 @@ def test_a_server_error_or_a_cut_answer_fails():
     tally = run(handler)
     assert tally["failed"] > 10
     assert set(tally["reasons"]) == {"status 503", "IncompleteReadError"}
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (SO_LINGER 0), as a crashing server's kernel does."""
+    import socket
+    import struct
+
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def keep_alive_then(cut: bytes):
+    """A server that answers a connection's first request, then sends ``cut`` of the
+    second answer and resets the connection."""
+
+    async def handler(reader, writer):
+        if await read_request(reader):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        if await read_request(reader):
+            if cut:
+                writer.write(cut)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            reset(writer)
+            return
+        writer.close()
+
+    return handler
+
+
+def test_a_reset_in_the_middle_of_the_head_fails_and_is_not_retried():
+    tally = run(keep_alive_then(b"HTTP/1.1 200 OK\r\nContent-Le"))
+    assert tally["failed"] > 10, tally
+    assert tally["retried"] == 0, tally
+
+
+def test_a_reset_in_the_middle_of_the_body_fails_and_is_not_retried():
+    tally = run(keep_alive_then(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok"))
+    assert tally["failed"] > 10, tally
+    assert tally["retried"] == 0, tally
+
+
+def test_a_reset_before_any_byte_on_a_kept_alive_connection_is_retried_and_counted():
+    tally = run(keep_alive_then(b""))
+    assert tally["failed"] == 0, tally
+    assert tally["retried"] > 10 and tally["ok"] > 20, tally

@@ -8,11 +8,12 @@ have passed or SIGTERM/SIGINT arrives; then one JSON object is
 printed: per target, requests answered 200, failed, and retried.
 
 A request fails when it gets no complete 200 answer: a refused connection, a reset or
-an end of stream in the middle of an answer, a timeout, another status. One case is
-retried once, as HTTP clients do for idempotent requests (RFC 9112, section 9.3.1): a
-request written on a kept-alive connection that the server closed before sending any
-byte of an answer (the server closed an idle connection as the request crossed). The
-retry's outcome is what counts; the retry itself is reported as "retried".
+an end of stream after any byte of the answer (in its status line, its headers or its
+body), a timeout, another status. One case is retried once, as HTTP clients do for
+idempotent requests (RFC 9112, section 9.3.1): a request written on a kept-alive
+connection that the server closed or reset before sending any byte of an answer (the
+server closed an idle connection as the request crossed). The retry's outcome is what
+counts; the retry itself is reported as "retried".
 """
 
 from __future__ import annotations
@@ -44,12 +45,21 @@ class ClosedBeforeAnswer(Exception):
 async def exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
 ) -> tuple[int, bool]:
-    """One request; the status and whether the server keeps the connection open."""
-    writer.write(request)
-    await writer.drain()
-    line = await reader.readline()
-    if not line:
+    """One request; the status and whether the server keeps the connection open.
+
+    ClosedBeforeAnswer only while no byte of the answer has arrived; a reset or an end
+    of stream after that is the request's failure, never a reason to retry it."""
+    try:
+        writer.write(request)
+        await writer.drain()
+        first = await reader.read(1)
+    except (ConnectionResetError, BrokenPipeError) as error:
+        raise ClosedBeforeAnswer from error
+    if not first:
         raise ClosedBeforeAnswer
+    line = first + await reader.readline()
+    if not line.endswith(b"\n"):
+        raise ConnectionError("end of stream in the status line")
     status = int(line.split()[1])
     length = 0
     # HTTP/1.0 closes after the answer unless it says keep-alive; HTTP/1.1 keeps it open.
@@ -89,7 +99,7 @@ async def connection(
             assert reader is not None
             try:
                 status, keep = await asyncio.wait_for(exchange(reader, writer, request), 10)
-            except (ClosedBeforeAnswer, ConnectionResetError, BrokenPipeError):
+            except ClosedBeforeAnswer:
                 if fresh:
                     raise
                 # The kept-alive connection was closed under the request: retry once.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -306,3 +307,61 @@ def test_a_host_left_drained_by_a_failed_run_is_planned_back(tmp_path: Path) -> 
     assert (left["actions"], left["drained"]) == (1, True)
     table = filters.procslice_plan_table(["h1"], {"h1": {"procslice_plan_host": left}})
     assert table[1].split()[:4] == ["h1", "front", "rotation", "ready"]
+
+
+# ---- procslice-activate's health gate says why it failed ------------------------------
+
+
+def gate_script() -> str:
+    text = ACTIVATE.read_text()
+    match = re.search(r"<<'PY'\n(.*?)\nPY\n", text, re.S)
+    assert match, "the health gate's Python was not found in procslice-activate"
+    return match.group(1)
+
+
+def test_a_failed_gate_prints_the_last_status_and_the_start_of_the_body() -> None:
+    import http.server
+    import threading
+
+    class Broken(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = b"settings error: DATABASE_URL is not set\n  (see settings.py)"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/healthz"
+        gate = subprocess.run(
+            [sys.executable, "-c", gate_script(), url, "2", "procslice-none.service", ""],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+    assert gate.returncode == 1, gate.stderr
+    assert "did not answer 200 within 2s" in gate.stderr
+    assert (
+        "last: HTTP 500: settings error: DATABASE_URL is not set (see settings.py)" in gate.stderr
+    )
+
+
+def test_a_failed_gate_names_a_refused_connection() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens on it
+    gate = subprocess.run(
+        [sys.executable, "-c", gate_script(), f"http://127.0.0.1:{port}/", "2", "x.service", ""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert gate.returncode == 1
+    assert "last: URLError" in gate.stderr and "Connection refused" in gate.stderr, gate.stderr

@@ -445,6 +445,9 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-4000:]
     assert "failed its health gate; rolled back" in output, output[-4000:]
+    # The run says why: the unit's journal, where the app's traceback is.
+    assert "the last 30 journal lines of procslice-hello-wsgi.service" in output, output[-4000:]
+    assert "RuntimeError: broken on purpose" in output, output[-4000:]
     rows = recap(run.stdout)
     canary, *rest = sorted(HOSTS)
     assert rows[canary]["failed"] == 1

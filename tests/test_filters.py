@@ -770,6 +770,18 @@ def test_error_cpu_quota_as_a_number_suggests_cpus() -> None:
     assert "cpus: 1.5" in one_error([{"name": "web", "cpu_quota": 1.5}])
 
 
+@pytest.mark.parametrize("value", ["150", 150, "50"])
+def test_error_cpu_quota_without_a_percent_sign_suggests_the_percentage_first(value: Any) -> None:
+    message = one_error([{"name": "web", "cpu_quota": value}])
+    assert message.index(f'write "{value}%"') < message.index(f"cpus: {value}"), message
+
+
+def test_error_a_slice_named_procslice_is_refused() -> None:
+    message = one_error([{"name": "procslice", "cpu_quota": "50%"}])
+    assert message.startswith("procslice_slices[procslice].name: ")
+    assert "procslice_slices_parent_directives" in message
+
+
 @pytest.mark.parametrize("value", [0, -1, "two", "150%"])
 def test_error_cpus_that_do_not_parse(value: Any) -> None:
     assert one_error([{"name": "web", "cpus": value}]).startswith("procslice_slices[web].cpus: ")

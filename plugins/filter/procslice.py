@@ -353,6 +353,12 @@ def _cpu_quota(value: Any) -> Decimal:
                 return percent
             raise ProcsliceDataError(f"{_show(value)} is not a CPU quota: it must be above 0%")
     if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        number = Decimal(str(value).strip())
+        if number >= 10:  # "150" meant 150% far more often than 150 CPUs
+            raise ProcsliceDataError(
+                f'{_show(value)} is not a CPU quota; write "{value}%" ({value}% of one CPU), '
+                f"or give a number of CPUs under cpus (cpus: {value} is {value} CPUs)"
+            )
         raise ProcsliceDataError(
             f"{_show(value)} is not a CPU quota; write a percentage of one CPU "
             f'(e.g. "150%") or give a number of CPUs under cpus (e.g. cpus: {value})'
@@ -653,6 +659,14 @@ def _slices(slices: Any, errors: _Errors) -> list[dict[str, Any]]:
         state = _check_state(entry, path, errors)
         resources = {k: v for k, v in entry.items() if k not in ("name", "state")}
         directives, limits, paths = _resources(resources, path, errors, service=False)
+        if name == "procslice":
+            errors.add(
+                f"{path}.name",
+                "'procslice' is the parent slice itself (procslice.slice, set with "
+                "procslice_slices_parent_directives); name the slice after what runs in it "
+                "(e.g. web)",
+            )
+            continue
         if name is None:
             continue
         if name in seen:

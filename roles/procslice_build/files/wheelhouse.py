@@ -82,6 +82,14 @@ def package_inputs(service: dict[str, Any], base: Path) -> tuple[list[str], list
     raise SystemExit(f"procslice_services[{service['name']}].package: nothing to build")
 
 
+def build_failure(name: str, stdout: str, stderr: str) -> str:
+    """pip's own verdict first (its ERROR: lines), then the rest of what it printed."""
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    rest = (stdout[-2000:] + stderr[-4000:]).strip()
+    head = "\n".join(errors) if errors else "pip wheel failed"
+    return f"procslice_services[{name}]: building the wheelhouse failed: {head}\n\n{rest}"
+
+
 def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     base = Path(spec["base_dir"])
     runtime = Path(spec["runtime_source"]).resolve()
@@ -117,11 +125,7 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
     run = subprocess.run(pip, capture_output=True, text=True)
     if run.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise SystemExit(
-            f"procslice_services[{service['name']}]: building the wheelhouse failed:\n"
-            + run.stdout[-2000:]
-            + run.stderr[-4000:]
-        )
+        raise SystemExit(build_failure(service["name"], run.stdout, run.stderr))
     if "requirements" in service["package"]:
         shutil.copy(pkg_files[0], tmp / "requirements.txt")
     # One archive per wheelhouse: a single transfer to each host.

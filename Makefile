@@ -66,13 +66,10 @@ pytest: venv ## Unit, runtime process, filter and preflight tests
 
 molecule: molecule-roles molecule-fleet ## Every role's scenario, then the fleet scenario
 
+# Two scenarios at a time (MOLECULE_JOBS), each on its own test host; logs per role.
+MOLECULE_JOBS ?= 2
 molecule-roles: setup
-	@mkdir -p .cache/logs
-	@for role in $(ROLES); do \
-	  echo "== molecule: $$role (log: .cache/logs/molecule-$$role.log)"; \
-	  (cd roles/$$role && molecule test 2>&1) | tee .cache/logs/molecule-$$role.log \
-	    || { scripts/molecule-summary.sh .cache/logs/molecule-$$role.log; exit 1; }; \
-	done
+	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh $(ROLES)
 
 molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	@# The fleet lives outside molecule (unmanaged driver): molecule's saved state would

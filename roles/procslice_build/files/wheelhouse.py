@@ -134,7 +134,13 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
             if item.name != "wheelhouse.tar":
                 tar.add(item, arcname=item.name)
     (tmp / ".complete").write_text(release_hash + "\n")
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:
+        # Another run on this controller built the same wheelhouse meanwhile: keep its.
+        if not (out / ".complete").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return result, True
 
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run every role's molecule scenario, MOLECULE_JOBS at a time (default 2), longest
+# first; each role's output goes to .cache/logs/molecule-<role>.log. Prints one line
+# per role as it ends (with its testinfra count and seconds), and for a failed role
+# what failed (scripts/molecule-summary.sh). Exit 1 if any role failed.
+#   scripts/molecule-roles.sh ROLE...
+set -u
+# (associative arrays initialised empty: set -u treats an undeclared one as unbound)
+jobs_max=${MOLECULE_JOBS:-2}
+mkdir -p .cache/logs
+# The slowest scenarios first, so the last ones to start are short.
+order="procslice_gunicorn procslice_service procslice_supervisor procslice_podman
+       procslice_haproxy procslice_slices procslice_build procslice_lock procslice_preflight"
+roles=()
+for role in $order; do
+  for wanted in "$@"; do [ "$wanted" = "$role" ] && roles+=("$role"); done
+done
+for wanted in "$@"; do
+  case " ${roles[*]} " in *" $wanted "*) ;; *) roles+=("$wanted") ;; esac
+done
+
+declare -A pid_role=() started=()
+failed=()
+finish() {  # $1: pid that ended, $2: its status
+  local role=${pid_role[$1]} log=".cache/logs/molecule-${pid_role[$1]}.log"
+  local took=$(( $(date +%s) - ${started[$1]} )) tests
+  tests=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE '[0-9]+ passed[^=]*in [0-9.]+s' | tail -n 1)
+  if [ "$2" -eq 0 ]; then
+    echo "== molecule: $role passed in ${took}s (${tests:-no testinfra count})"
+  else
+    echo "== molecule: $role FAILED after ${took}s (log: $log)"
+    scripts/molecule-summary.sh "$log"
+    failed+=("$role")
+  fi
+}
+# pid_role holds the jobs not reaped yet: a job that ended is counted until wait -n
+# reports it, so none is missed.
+reap() {
+  local done_pid status
+  wait -n -p done_pid "${!pid_role[@]}"; status=$?
+  finish "$done_pid" "$status"
+  unset "pid_role[$done_pid]"
+}
+for role in "${roles[@]}"; do
+  while [ "${#pid_role[@]}" -ge "$jobs_max" ]; do reap; done
+  echo "== molecule: $role started (log: .cache/logs/molecule-$role.log)"
+  (cd "roles/$role" && exec molecule test) > ".cache/logs/molecule-$role.log" 2>&1 &
+  pid_role[$!]=$role
+  started[$!]=$(date +%s)
+done
+while [ "${#pid_role[@]}" -gt 0 ]; do reap; done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "== molecule: failed: ${failed[*]}"
+  exit 1
+fi
+echo "== molecule: ${#roles[@]} role scenarios passed"

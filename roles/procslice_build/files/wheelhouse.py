@@ -27,6 +27,27 @@ from pathlib import Path
 from typing import Any
 
 SKIP_DIRS = {"__pycache__", ".git", "build", "dist", ".venv", ".pytest_cache", ".mypy_cache"}
+# The runtime's own package: its project file and its sources, nothing else of the repo.
+RUNTIME_FILES = ("pyproject.toml", "src")
+
+
+def clean_copy(src: Path, dst: Path, only: tuple[str, ...] = ()) -> Path:
+    """A copy of a source tree without build products (build/, *.egg-info, caches).
+
+    pip builds a source directory in place, and setuptools reuses a build/ left there
+    by an earlier build: a release could carry code its source no longer has. The copy
+    holds exactly what the release hash covers (tree_digest skips the same)."""
+    ignore = shutil.ignore_patterns(*SKIP_DIRS, "*.egg-info", "*.pyc", "*.pyo")
+    if only:
+        dst.mkdir(parents=True)
+        for name in only:
+            if (src / name).is_dir():
+                shutil.copytree(src / name, dst / name, ignore=ignore)
+            elif (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+        return dst
+    shutil.copytree(src, dst, ignore=ignore)
+    return dst
 
 
 def tree_digest(path: Path, digest: Any) -> None:
@@ -102,6 +123,7 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
         tree_digest(path, digest)
     for sub in ("pyproject.toml", "src/procslice"):
         tree_digest(runtime / sub, digest)
+    # (RUNTIME_FILES: what the runtime's wheel is built from, a superset of the above)
     tree_digest(constraints, digest)
     digest.update(json.dumps(extra).encode())
     release_hash = digest.hexdigest()[:12]
@@ -120,9 +142,17 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{release_hash}.", dir=out.parent))
-    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
-    pip += ["-c", str(constraints), str(runtime), *extra, *pkg_args]
-    run = subprocess.run(pip, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="procslice-sources.") as sources:
+        runtime_copy = clean_copy(runtime, Path(sources, "runtime"), only=RUNTIME_FILES)
+        args = [
+            str(clean_copy(Path(arg), Path(sources, f"package-{index}")))
+            if Path(arg).is_dir()
+            else arg
+            for index, arg in enumerate(pkg_args)
+        ]
+        pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
+        pip += ["-c", str(constraints), str(runtime_copy), *extra, *args]
+        run = subprocess.run(pip, capture_output=True, text=True)
     if run.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(build_failure(service["name"], run.stdout, run.stderr))

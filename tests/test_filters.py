@@ -1420,3 +1420,27 @@ def test_health_url_probes_a_wildcard_listen_on_loopback(listen: str, url: str) 
     }
     (normalized,) = ps.procslice_normalize_services([service])
     assert normalized["health"]["url"] == url
+
+
+# ---- build variants --------------------------------------------------------------------
+
+
+def test_one_service_name_from_two_packages_is_built_twice_and_each_host_gets_its_own() -> None:
+    old = ps.procslice_normalize_services([gunicorn()])
+    new = ps.procslice_normalize_services(
+        [gunicorn(package={"wheel": "files/api-2.0-py3-none-any.whl"})]
+    )
+    variants = ps.procslice_build_variants(old + old + new)
+    assert [v["name"] for v in variants] == ["api", "api"]
+    keys = [v["build_key"] for v in variants]
+    assert len(set(keys)) == 2 and all(key.startswith("api@") for key in keys)
+    built = {key: {"hash": key[-4:]} for key in keys}
+    assert ps.procslice_build_pick(built, old) == {"api": built[keys[0]]}
+    assert ps.procslice_build_pick(built, new) == {"api": built[keys[1]]}
+
+
+def test_a_build_key_ignores_what_does_not_go_into_the_wheelhouse() -> None:
+    one = service(gunicorn(env={"A": "1"}))
+    two = service(gunicorn(env={"A": "2"}, listen=["127.0.0.1:9000"]))
+    assert ps.procslice_build_key(one) == ps.procslice_build_key(two)
+    assert ps.procslice_build_key(one) != ps.procslice_build_key(service(gunicorn(model="aio")))

@@ -11,6 +11,11 @@ without Ansible; ``FilterModule`` only maps filter names onto them.
         each service with every default filled in, its directives and limits.
     procslice_errors(slices, services) -> list[str]
         every problem found, each message naming the variable path and the fix.
+    procslice_build_variants(services) -> list[dict]
+        the services to build once each: one per distinct (name, package, model),
+        each with its ``build_key``.
+    procslice_build_pick(built, services) -> dict
+        service name -> its wheelhouse, for the services one host runs.
 
 The normalise filters raise ``ProcsliceDataError`` (a ``ValueError``) listing every
 problem when the data is bad; ``procslice_errors`` returns them instead, which is what
@@ -20,6 +25,7 @@ the preflight role asserts on.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import json
 import os
@@ -32,6 +38,9 @@ from typing import Any
 __all__ = [
     "FilterModule",
     "ProcsliceDataError",
+    "procslice_build_key",
+    "procslice_build_pick",
+    "procslice_build_variants",
     "procslice_errors",
     "procslice_normalize_services",
     "procslice_normalize_slices",
@@ -1737,6 +1746,40 @@ def _check_image_archives(
             )
 
 
+def procslice_build_key(service: Mapping[str, Any]) -> str:
+    """What a wheelhouse is built from, as a key: the name, the package and the model.
+
+    Two hosts may run one service name from different packages (a new version on a
+    canary host first): each gets its own wheelhouse."""
+    what = json.dumps(
+        {"package": service.get("package"), "model": service.get("model")},
+        sort_keys=True,
+        default=str,
+    )
+    return f"{service['name']}@{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def procslice_build_variants(services: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every distinct build of the services (normalised), each once, with its key."""
+    seen: dict[str, dict[str, Any]] = {}
+    for service in services:
+        key = procslice_build_key(service)
+        seen.setdefault(key, dict(service, build_key=key))
+    return list(seen.values())
+
+
+def procslice_build_pick(
+    built: Mapping[str, Any], services: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The wheelhouses of one host's services, by service name."""
+    picked: dict[str, Any] = {}
+    for service in services:
+        key = procslice_build_key(service)
+        if key in built:
+            picked[service["name"]] = built[key]
+    return picked
+
+
 class FilterModule:
     """procslice filters."""
 
@@ -1746,4 +1789,6 @@ class FilterModule:
             "procslice_normalize_slices": procslice_normalize_slices,
             "procslice_normalize_services": procslice_normalize_services,
             "procslice_errors": procslice_errors,
+            "procslice_build_variants": procslice_build_variants,
+            "procslice_build_pick": procslice_build_pick,
         }

@@ -3,8 +3,9 @@
 
 Input (JSON on stdin): {"services": [normalized service, ...], "base_dir": str,
 "runtime_source": str, "constraints": str, "cache_dir": str}.
-Output (JSON on stdout): {"changed": bool, "wheelhouses": {name: {"hash", "dir",
-"archive", "install": [requirement, ...]}}}.
+Output (JSON on stdout): {"changed": bool, "wheelhouses": {build_key: {"hash", "dir",
+"archive", "install": [requirement, ...]}}} (build_key: the service's, else its name;
+one service name built from two packages for two hosts has two).
 
 The release hash is a digest of the inputs (the package's files, the runtime's
 files, the model's requirements and the constraints), not of the built wheels:
@@ -245,7 +246,7 @@ def main() -> int:
                     image_ids[archive] = found
             continue
         result, built = build(service, spec)
-        wheelhouses[service["name"]] = result
+        wheelhouses[service.get("build_key", service["name"])] = result
         changed = changed or built
     if image_ids:
         id_cache_file.parent.mkdir(parents=True, exist_ok=True)

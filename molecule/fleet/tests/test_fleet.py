@@ -246,8 +246,13 @@ def test_a_mixed_change_on_one_host_is_applied_as_the_plan_said(tmp_path):
         assert f"[{host}]" not in run.stdout.split("PLAY [Apply slices, releases and units]")[1]
     mine = plan[target]
     actions = {name: entry["action"] for name, entry in mine["services"].items()}
-    assert actions["hello-wsgi"] == "install" and actions["hello-extra"] == "install", mine
-    assert actions["hello-swoole"] == "remove", mine
+    assert actions == {
+        "hello-wsgi": "install",
+        "hello-asgi": "restart",
+        "hello-aio": "nothing",
+        "hello-swoole": "remove",
+        "hello-extra": "install",
+    }, mine
     assert mine["slices"]["procslice-web.slice"]["action"] == "limits", mine["slices"]
     # What the apply did, as procslice-activate audited it: exactly the predicted actions.
     done = {
@@ -427,6 +432,7 @@ def test_a_new_service_that_fails_its_first_gate_is_stopped_not_restarted_in_a_l
     assert run.returncode != 0, output[-4000:]
     assert plan[target]["services"]["hello-broken"]["action"] == "install"
     assert said(output, "has no earlier healthy release to go back to; stopped"), output[-4000:]
+    assert said(output, "RuntimeError: broken from the start"), output[-6000:]
     unit = "procslice-hello-broken"
     states = on_host(target, f"systemctl show -P ActiveState {unit}.service {unit}.socket").split()
     assert "active" not in states and "activating" not in states, states
@@ -487,6 +493,7 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     assert "failed its health gate; rolled back" in output, output[-4000:]
     # The run says why: the unit's journal, where the app's traceback is.
     assert said(output, "the last 30 journal lines of procslice-hello-wsgi.service"), output[-4000:]
+    assert said(output, "RuntimeError: broken on purpose"), output[-6000:]
     rows = recap(run.stdout)
     canary, *rest = sorted(HOSTS)
     assert rows[canary]["failed"] == 1

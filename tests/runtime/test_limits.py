@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -554,14 +555,35 @@ def test_cli_rejects_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
 # --------------------------------------------------------------------------- real machine
 
 
-def test_read_budget_on_the_real_machine_is_sane() -> None:
+def _mounted_cgroup_version() -> int:
+    """This machine's cgroup version, read from /proc/self/mountinfo on its own."""
+    kinds = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" - ", 1)[1].split()
+        mount_point = line.split(" - ", 1)[0].split()[4]
+        if fields[0] == "cgroup2" and mount_point == "/sys/fs/cgroup":
+            return 2
+        kinds.add(fields[0])
+    return 1 if "cgroup" in kinds else 2 if "cgroup2" in kinds else 0
+
+
+def test_read_budget_on_the_real_machine_matches_what_the_kernel_says() -> None:
+    """Each figure against another reading of the same fact (os, mountinfo, cpu.max)."""
     b = read_budget()
-    assert b.cgroup_version in {0, 1, 2}
-    assert b.host_cpus >= 1
-    assert 1 <= b.affinity_cpus <= max(b.host_cpus, b.affinity_cpus)
-    assert 0 < b.cpus <= b.host_cpus
-    assert b.quota_cpus is None or b.quota_cpus > 0
-    assert b.memory_budget is None or b.memory_budget > 0
-    assert all(isinstance(cpu, int) for cpu in b.allowed_cpus)
+    affinity = sorted(os.sched_getaffinity(0))
+    assert b.host_cpus == os.cpu_count()
+    assert b.affinity_cpus == len(affinity)
+    assert b.cgroup_version == _mounted_cgroup_version()
+    assert set(b.allowed_cpus) <= set(affinity) and b.allowed_cpus, (b.allowed_cpus, affinity)
+    expected_cpus = float(len(affinity))
+    if b.quota_cpus is not None:
+        expected_cpus = min(expected_cpus, b.quota_cpus)
+    assert b.cpus == pytest.approx(expected_cpus)
+    if b.cgroup_version == 2:
+        own = Path("/proc/self/cgroup").read_text().strip().splitlines()[-1].split(":", 2)[2]
+        cpu_max = Path("/sys/fs/cgroup", own.lstrip("/"), "cpu.max")
+        if cpu_max.is_file() and cpu_max.read_text().split()[0] != "max":
+            quota, period = cpu_max.read_text().split()
+            assert b.quota_cpus is not None and b.quota_cpus <= int(quota) / int(period)
     assert workers_for(b, "gunicorn") >= 1
     json.dumps(b.as_dict())

@@ -592,13 +592,15 @@ def test_normalize_does_not_change_its_input() -> None:
     assert data == before
 
 
-def test_filter_module_maps_the_four_filters() -> None:
+def test_filter_module_maps_the_filters() -> None:
     filters = ps.FilterModule().filters()
     assert filters == {
         "procslice_size": ps.procslice_size,
         "procslice_normalize_slices": ps.procslice_normalize_slices,
         "procslice_normalize_services": ps.procslice_normalize_services,
         "procslice_errors": ps.procslice_errors,
+        "procslice_build_variants": ps.procslice_build_variants,
+        "procslice_build_pick": ps.procslice_build_pick,
     }
 
 

@@ -524,7 +524,8 @@ def test_json_document_schema(tmp_path: Path) -> None:
     statuses = collect(root=str(tmp_path), runner=host.systemctl, interval=0)
     document = json.loads(json.dumps(status.host_document(statuses, 0.0, host="h1")))
     assert document["schema"] == status.SCHEMA
-    assert set(document) == {"schema", "host", "time", "interval", "services"}
+    assert set(document) == {"schema", "host", "time", "interval", "drained", "services"}
+    assert document["drained"] is None
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["time"])
     [service] = document["services"]
     assert set(service) == {
@@ -841,3 +842,15 @@ def test_runtime_metrics_addresses_given_on_the_command_line_win(tmp_path):
     assert status._address_arg("hello-aio=127.0.0.1:9002") == ("hello-aio", "127.0.0.1:9002")
     with pytest.raises(argparse.ArgumentTypeError):
         status._address_arg("hello-aio=nowhere")
+
+
+def test_a_drained_host_is_named_under_the_table_with_the_reason(tmp_path: Path) -> None:
+    marker = tmp_path / "drained"
+    assert status.read_drained(str(marker)) is None
+    marker.write_text('drained by a deploy run at T and left out\nbecause "x" failed: gate\n')
+    why = status.read_drained(str(marker))
+    assert why == 'drained by a deploy run at T and left out because "x" failed: gate'
+    document = status.host_document([], 0.0, host="h1", drained=why)
+    lines = format_table([document, {"host": "h2", "services": []}]).splitlines()
+    assert lines[-1] == f"h1 is out of the front's rotation: {why}"
+    assert not any(line.startswith("h2 is out") for line in lines)

@@ -911,8 +911,24 @@ def _check_all(statuses: Sequence[ServiceStatus], timeout: float) -> None:
             status.health, status.health_detail = future.result()
 
 
+# Written by deploy.yml when it takes the host out of the front's rotation, rewritten
+# with the reason when the host's apply fails, removed when the host is put back.
+DRAINED_MARKER = "/var/lib/procslice/drained"
+
+
+def read_drained(path: str = DRAINED_MARKER) -> str | None:
+    """Why the host is out of the front's rotation (the marker's text), or None."""
+    text = _read(path)
+    if text is None:
+        return None
+    return " ".join(text.split()) or "drained (no reason recorded)"
+
+
 def host_document(
-    statuses: Sequence[ServiceStatus], interval: float, host: str | None = None
+    statuses: Sequence[ServiceStatus],
+    interval: float,
+    host: str | None = None,
+    drained: str | None = None,
 ) -> dict[str, Any]:
     """The ``--json`` document of one host."""
     return {
@@ -920,6 +936,7 @@ def host_document(
         "host": host or socket.gethostname(),
         "time": _now(),
         "interval": interval,
+        "drained": drained,
         "services": [status.as_json() for status in statuses],
     }
 
@@ -1064,6 +1081,11 @@ def format_table(documents: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"{INHERITED_MARK} the limit of its slice, shared with the slice's other services"
         )
+    for document in documents:
+        if document.get("drained"):
+            lines.append(
+                f"{document.get('host', '?')} is out of the front's rotation: {document['drained']}"
+            )
     return "\n".join(lines)
 
 
@@ -1504,7 +1526,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         print(f"procslice status: {exc}", file=sys.stderr)
         return 1
-    document = host_document(statuses, args.interval)
+    document = host_document(statuses, args.interval, drained=read_drained())
     if args.json:
         print(json.dumps(document, indent=2))
     else:

@@ -515,9 +515,17 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     # The canary was drained from the front before its apply and the run failed: it
     # says so, and the next deploy (the data back as it was) puts it back.
     assert said(output, f"{canary} stays out of the front load balancer's rotation"), output[-4000:]
+    # ... and so does the fleet's status, with the reason, until a deploy passes there.
+    status = playbook("playbooks/status.yml")
+    assert said(
+        status.stdout,
+        f"{canary} is out of the front's rotation: drained by a deploy run at",
+    ), status.stdout[-3000:]
+    assert said(status.stdout, "failed its health gate"), status.stdout[-3000:]
     back, plan = planned(tmp_path)
     assert back.returncode == 0, (back.stdout + back.stderr)[-4000:]
     assert plan[canary]["drained"] is True, plan[canary]
     assert [host for host in HOSTS if plan[host]["actions"]] == [canary], plan
     _, plan = planned(tmp_path)
     assert all(not plan[host]["actions"] for host in HOSTS), plan
+    assert "out of the front's rotation" not in playbook("playbooks/status.yml").stdout

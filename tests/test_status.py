@@ -847,10 +847,10 @@ def test_runtime_metrics_addresses_given_on_the_command_line_win(tmp_path):
 def test_a_drained_host_is_named_under_the_table_with_the_reason(tmp_path: Path) -> None:
     marker = tmp_path / "drained"
     assert status.read_drained(str(marker)) is None
-    marker.write_text('drained by a deploy run at T and left out\nbecause "x" failed: gate\n')
+    marker.write_text('api: drained by a deploy run at T and left out\nbecause "x" failed: gate\n')
     why = status.read_drained(str(marker))
-    assert why == 'drained by a deploy run at T and left out because "x" failed: gate'
+    assert why == 'api: drained by a deploy run at T and left out because "x" failed: gate'
     document = status.host_document([], 0.0, host="h1", drained=why)
     lines = format_table([document, {"host": "h2", "services": []}]).splitlines()
-    assert lines[-1] == f"h1 is out of the front's rotation: {why}"
-    assert not any(line.startswith("h2 is out") for line in lines)
+    assert lines[-1] == f"h1 has services out of the front's rotation: {why}"
+    assert not any(line.startswith("h2 has") for line in lines)

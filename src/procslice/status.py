@@ -911,8 +911,9 @@ def _check_all(statuses: Sequence[ServiceStatus], timeout: float) -> None:
             status.health, status.health_detail = future.result()
 
 
-# Written by deploy.yml when it takes the host out of the front's rotation, rewritten
-# with the reason when the host's apply fails, removed when the host is put back.
+# Written by deploy.yml when it drains services of the host from the front ("SERVICES:
+# drained by a deploy run at ..."), rewritten with the services a failed apply left
+# out and why, removed when a deploy passes on the host.
 DRAINED_MARKER = "/var/lib/procslice/drained"
 
 
@@ -1084,7 +1085,8 @@ def format_table(documents: Sequence[Mapping[str, Any]]) -> str:
     for document in documents:
         if document.get("drained"):
             lines.append(
-                f"{document.get('host', '?')} is out of the front's rotation: {document['drained']}"
+                f"{document.get('host', '?')} has services out of the front's rotation: "
+                f"{document['drained']}"
             )
     return "\n".join(lines)
 

@@ -153,6 +153,15 @@ def on_host(host: str, command: str) -> str:
     ).stdout
 
 
+FRONT_HOST = "procslice-mfleet0"
+
+
+def front_servers() -> dict[tuple[str, str], str]:
+    """(backend, server) -> status, as haproxy-ctl show prints it on the front host."""
+    lines = on_host(FRONT_HOST, "/usr/local/lib/procslice/haproxy-ctl show").splitlines()[1:]
+    return {(line.split()[0], line.split()[1]): line.split()[2] for line in lines}
+
+
 def audit_lines(host: str) -> list[dict]:
     text = on_host(host, "cat /var/log/procslice/audit.log 2>/dev/null || true")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -433,8 +442,13 @@ def test_a_new_service_that_fails_its_first_gate_is_stopped_not_restarted_in_a_l
     time.sleep(3)
     assert on_host(target, f"systemctl show -P NRestarts {unit}.service").strip() == restarts
     assert on_host(target, f"systemctl show -P ActiveState {unit}.service").strip() != "active"
-    # The other services of the host still serve.
+    # The other services of the host still serve, and were never out of the front's
+    # rotation: only the new service's backend was drained, and it stays so.
     assert http(HOSTS[target], "/version") == "1 1.0.0"
+    front = front_servers()
+    for service in MODELS:
+        assert front[(service, target)] == "UP", front
+    assert said(output, f"{target} keeps hello-broken out of the front load balancer's rotation")
     # Removed again: state absent.
     data = scenario_data()
     data["procslice_services"].append(dict(new, state="absent"))
@@ -512,14 +526,21 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     assert kept.returncode == 0, kept.stderr
     for name, port in HOSTS.items():
         assert http(port, "/version") == "1 1.0.0", name
-    # The canary was drained from the front before its apply and the run failed: it
-    # says so, and the next deploy (the data back as it was) puts it back.
-    assert said(output, f"{canary} stays out of the front load balancer's rotation"), output[-4000:]
-    # ... and so does the fleet's status, with the reason, until a deploy passes there.
+    # The canary's services were drained from the front before its apply and the run
+    # failed: only the failed service stays out, its other services were put back when
+    # the run stopped. The run, the front and the fleet's status say so, and the next
+    # deploy (the data back as it was) puts it back.
+    assert said(output, f"{canary} keeps hello-wsgi out of the front load balancer's rotation"), (
+        output[-4000:]
+    )
+    front = front_servers()
+    assert front[("hello-wsgi", canary)] == "DRAIN", front
+    for service in ("hello-asgi", "hello-aio", "hello-swoole"):
+        assert front[(service, canary)] == "UP", front
     status = playbook("playbooks/status.yml")
     assert said(
         status.stdout,
-        f"{canary} is out of the front's rotation: drained by a deploy run at",
+        f"{canary} has services out of the front's rotation: hello-wsgi: drained by a deploy",
     ), status.stdout[-3000:]
     assert said(status.stdout, "failed its health gate"), status.stdout[-3000:]
     back, plan = planned(tmp_path)
@@ -529,3 +550,4 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     _, plan = planned(tmp_path)
     assert all(not plan[host]["actions"] for host in HOSTS), plan
     assert "out of the front's rotation" not in playbook("playbooks/status.yml").stdout
+    assert set(front_servers().values()) == {"UP"}, front_servers()

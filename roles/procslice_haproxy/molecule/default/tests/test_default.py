@@ -95,6 +95,23 @@ def test_drain_sends_new_requests_elsewhere_and_ready_brings_the_host_back(host)
     assert set(client(host, 1)["ok"]) == {"b1", "b2"}
 
 
+def test_drain_only_takes_the_named_backends_out(host):
+    # --only names the services about to restart: a backend not named keeps the server.
+    other = host.run(f"{CTL} drain b1 --only api,admin --wait 5")
+    assert other.rc == 0, other.stderr
+    assert "drained b1 in no backend" in other.stdout
+    assert servers(host)["b1"] == "UP"
+    assert set(client(host, 1)["ok"]) == {"b1", "b2"}
+    named = host.run(f"{CTL} drain b1 --only web --wait 5")
+    try:
+        assert named.rc == 0, named.stderr
+        assert servers(host)["b1"] == "DRAIN"
+        assert set(client(host, 1)["ok"]) == {"b2"}
+    finally:
+        host.check_output(f"{CTL} ready b1 --only web --wait 10")
+    assert servers(host)["b1"] == "UP"
+
+
 def test_drain_refuses_to_take_the_last_server_out(host):
     host.check_output(f"{CTL} drain b1")
     try:

@@ -266,6 +266,7 @@ def test_gunicorn_service_defaults() -> None:
         "tcp": False,
         "timeout": 10,
         "url": "http://127.0.0.1:8000/healthz",
+        "default": True,  # not set by the data: the plan names it until its gate passed
     }
     assert svc["env"] == {}
     assert svc["directives"] == {}
@@ -364,6 +365,7 @@ def test_podman_ports_become_publish_and_feed_listen_and_ports() -> None:
         "tcp": True,
         "timeout": 10,
         "url": "tcp://127.0.0.1:8080",  # the gate's TCP connect check
+        "default": False,
     }
     assert svc["interface"] is None
 
@@ -558,6 +560,7 @@ def test_raw_listener_gets_a_tcp_health_check() -> None:
         "tcp": True,
         "timeout": 10,
         "url": "tcp://127.0.0.1:9000",
+        "default": False,
     }
 
 
@@ -567,6 +570,7 @@ def test_service_without_listen_has_no_probe() -> None:
         "tcp": False,
         "timeout": 10,
         "url": None,
+        "default": False,
     }
 
 

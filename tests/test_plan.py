@@ -137,6 +137,7 @@ def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> 
         "release": False,
         "reasons": [],
         "model": None,
+        "health_default": None,
     }
 
 
@@ -307,6 +308,28 @@ def test_a_host_left_drained_by_a_failed_run_is_planned_back(tmp_path: Path) -> 
     assert (left["actions"], left["drained"]) == (1, True)
     table = filters.procslice_plan_table(["h1"], {"h1": {"procslice_plan_host": left}})
     assert table[1].split()[:4] == ["h1", "front", "rotation", "ready"]
+
+
+def test_the_default_health_url_is_named_until_its_gate_has_passed_once(
+    tree: dict[str, Any],
+) -> None:
+    default = {"health_url": "http://127.0.0.1:8000/healthz", "health_default": True}
+    # procslice-activate recorded a healthy release (the state's 4th line): no note.
+    assert decide(tree, **default)["health_default"] is None
+    state = Path(tree["state"], "procslice-demo")
+    lines = state.read_text().split("\n")
+    state.write_text("\n".join(lines[:3]) + "\n\n")
+    never = decide(tree, **default)
+    assert never["health_default"] == "/healthz"
+    # A health URL the data set is the user's choice: no note.
+    assert decide(tree, health_url=default["health_url"])["health_default"] is None
+    table = filters.procslice_plan_table(
+        ["h1"],
+        {"h1": {"procslice_plan_host": {"actions": 0, "services": {"demo": never}}}},
+    )
+    assert table[-1].startswith(
+        "note: h1 demo: its health gate is the default /healthz, which it has never passed"
+    ), table
 
 
 # ---- procslice-activate's health gate says why it failed ------------------------------

@@ -1484,7 +1484,15 @@ def _health(
             f"{_show(timeout)} is not a timeout; write a positive number of seconds",
         )
         timeout = HEALTH_TIMEOUT
-    return {"http": http, "tcp": tcp, "timeout": timeout, "url": _health_url(http, listen, tcp)}
+    return {
+        "http": http,
+        "tcp": tcp,
+        "timeout": timeout,
+        "url": _health_url(http, listen, tcp),
+        # /healthz by default, not set by the data: the plan names such a service until
+        # its gate has passed once (few apps serve /healthz)
+        "default": http is not None and "http" not in value,
+    }
 
 
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:

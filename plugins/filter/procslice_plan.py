@@ -90,6 +90,7 @@ def procslice_unit_specs(
                 "releases": f"{root}/{service['name']}/releases" if root else None,
                 "health_url": health.get("url"),
                 "health_timeout": health.get("timeout", 30),
+                "health_default": bool(health.get("default")) and bool(health.get("url")),
             }
         )
     return specs
@@ -243,6 +244,18 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
         for name, entry in sorted(plan["services"].items()):
             if entry["action"] != "nothing":
                 rows.append((host, name, entry["action"], "; ".join(entry["reasons"])))
+    notes = [
+        f"note: {host} {name}: its health gate is the default {entry['health_default']}, which "
+        "it has never passed on this host; an app that does not serve it fails its first "
+        "gate: set health.http to a path it serves, or health.tcp: true"
+        for host in sorted(hosts)
+        for name, entry in sorted(
+            ((hostvars.get(host) or {}).get("procslice_plan_host") or {})
+            .get("services", {})
+            .items()
+        )
+        if entry.get("health_default")
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip()
@@ -255,7 +268,7 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
         f"{changed} host(s) to change, {len(quiet)} with nothing to do"
         + (f": {', '.join(quiet)}" if quiet else "")
     )
-    return lines
+    return lines + notes
 
 
 class FilterModule:

@@ -9,6 +9,7 @@ import os
 import pwd
 import subprocess
 from typing import Any
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -156,6 +157,17 @@ def user_exists(name: str | None) -> bool:
 def plan_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[str, Any]:
     entry = decide_service(spec, state_dir, active)
     entry["model"] = spec.get("model")
+    # The default health URL (/healthz, not set in the data) with no healthy release
+    # recorded by procslice-activate yet: the plan table names it.
+    never_passed = not applied(state_dir, spec["unit"])[3]
+    entry["health_default"] = (
+        urlsplit(spec["health_url"]).path
+        if spec.get("health_default")
+        and spec.get("health_url")
+        and never_passed
+        and spec.get("state", "present") == "present"
+        else None
+    )
     return entry
 
 

@@ -1013,8 +1013,35 @@ def test_error_missing_app(model: str) -> None:
 
 def test_error_app_not_module_attribute() -> None:
     assert one_error(services=[gunicorn(app="api.main")]).startswith(
-        'procslice_services[api].app: "api.main" is not module:attribute'
+        'procslice_services[api].app: "api.main" is not module:attribute or module:factory(...)'
+        " (no colon between the module and the attribute)"
     )
+
+
+@pytest.mark.parametrize("model", ["gunicorn", "aio", "swoole"])
+@pytest.mark.parametrize(
+    "app",
+    ["api.main:app", "api.main:create_app()", "api:make('prod', workers=2, tags=['a'])", "a:b.c"],
+)
+def test_an_app_or_an_app_factory_is_accepted(model: str, app: str) -> None:
+    assert errors(services=[gunicorn(model=model, app=app)]) == []
+
+
+@pytest.mark.parametrize(
+    ("app", "problem"),
+    [
+        ("api.main:create_app(", "'create_app(' is not an attribute or a call of one"),
+        ("api.main:create_app(os.environ)", "a factory's arguments must be literals"),
+        ("api.main:create_app(*args)", "not *args or **kwargs"),
+        ("api-main:app", "'api-main' is not a module path"),
+        ("api:app[0]", "'app[0]' is not an attribute or a call of one"),
+    ],
+)
+def test_a_bad_app_factory_is_refused_with_what_is_wrong(app: str, problem: str) -> None:
+    message = one_error(services=[gunicorn(app=app)])
+    assert message.startswith(f"procslice_services[api].app: {app!r}".replace("'", '"'))
+    assert problem in message, message
+    assert 'or "api.main:create_app()" for an app factory' in message
 
 
 def test_error_missing_image_for_podman() -> None:

@@ -24,6 +24,7 @@ the preflight role asserts on.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import ipaddress
@@ -59,7 +60,6 @@ class ProcsliceDataError(ValueError):
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CPUSET_RE = re.compile(r"^\d+(-\d+)?([ ,]\d+(-\d+)?)*$")
-APP_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\S*$")
 PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)%$")
 SIZE_RE = re.compile(
     r"^(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?:(?P<unit>[kmgt])(?:i?b)?|b)?$", re.IGNORECASE
@@ -889,10 +889,12 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
                 f"missing; model {model} needs the app to load as module:attribute "
                 '(e.g. app: "api.main:app")',
             )
-        elif not isinstance(app, str) or not APP_RE.match(str(app)):
+        elif not isinstance(app, str) or _app_problem(app):
             errors.add(
                 f"{path}.app",
-                f'{_show(app)} is not module:attribute; write e.g. "api.main:app"',
+                f"{_show(app)} is not module:attribute or module:factory(...) "
+                f"({_app_problem(app) if isinstance(app, str) else 'not a string'}); write "
+                'e.g. "api.main:app", or "api.main:create_app()" for an app factory',
             )
     elif package is not None and present:
         _check_package(package, f"{path}.package", errors)
@@ -1493,6 +1495,37 @@ def _health(
         # its gate has passed once (few apps serve /healthz)
         "default": http is not None and "http" not in value,
     }
+
+
+def _app_problem(ref: str) -> str | None:
+    """What is wrong with an app reference, or None: "module:attr.sub", or
+    "module:factory(literal args)" (what the runtime's config.parse_app accepts, and
+    gunicorn too; the runtime is not importable here)."""
+    module, sep, expr = ref.partition(":")
+    if not sep or not module or not expr.strip():
+        return "no colon between the module and the attribute"
+    if not all(part.isidentifier() for part in module.split(".")):
+        return f"{module!r} is not a module path"
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError:
+        return f"{expr!r} is not an attribute or a call of one"
+    if isinstance(node, ast.Call):
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
+            return "a factory takes literal arguments, not *args or **kwargs"
+        try:
+            for value in [*node.args, *(k.value for k in node.keywords)]:
+                ast.literal_eval(value)
+        except ValueError:
+            return "a factory's arguments must be literals (numbers, strings, lists, dicts)"
+        node = node.func
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return f"{expr!r} is not an attribute or a call of one"
+    return None
 
 
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:

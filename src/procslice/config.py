@@ -22,6 +22,7 @@ The TOML file holds top-level keys (no table)::
 from __future__ import annotations
 
 import argparse
+import ast
 import ipaddress
 import os
 import tomllib
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ServiceConfig",
     "add_arguments",
+    "parse_app",
     "from_args",
     "load",
 ]
@@ -202,9 +204,51 @@ def _bool(value: object) -> bool:
     raise ValueError("must be true or false")
 
 
+def parse_app(ref: str) -> tuple[str, str, tuple[Any, ...] | None, dict[str, Any]]:
+    """``"module:attr.sub"`` or ``"module:factory(args)"`` -> (module, attribute path,
+    the factory's positional arguments or None when it is not called, its keywords).
+
+    A factory is called once per worker with literal arguments only (numbers, strings,
+    lists, dicts...), the syntax gunicorn accepts: ``"api.main:create_app()"``,
+    ``"api.main:create_app('prod', debug=False)"``. Raises ValueError."""
+    module, sep, expr = ref.partition(":")
+    if not sep or not module or not expr.strip():
+        raise ValueError('must be "module:attribute" or "module:factory()"')
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"{module!r} is not a module path")
+    try:
+        node = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"{expr!r} is not an attribute or a call of one") from None
+    args: tuple[Any, ...] | None = None
+    kwargs: dict[str, Any] = {}
+    if isinstance(node, ast.Call):
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
+            raise ValueError("a factory takes literal arguments, not *args or **kwargs")
+        try:
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in node.keywords}
+        except ValueError:
+            raise ValueError(
+                f"{expr!r}: a factory's arguments must be literals (numbers, strings, lists, dicts)"
+            ) from None
+        node = node.func
+    names: list[str] = []
+    while isinstance(node, ast.Attribute):
+        names.insert(0, node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        raise ValueError(f"{expr!r} is not an attribute or a call of one")
+    names.insert(0, node.id)
+    return module, ".".join(names), args, kwargs
+
+
 def _app(value: object) -> str:
-    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
-        raise ValueError('must be "module:attribute"')
+    if not isinstance(value, str):
+        raise ValueError('must be "module:attribute" or "module:factory()"')
+    parse_app(value)
     return value
 
 
@@ -299,7 +343,8 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
 }
 
 _HELP: dict[str, str] = {
-    "app": 'the application, "module:attribute" (an ASGI app, or a protocol factory for raw)',
+    "app": 'the application, "module:attribute" (an ASGI app, or a protocol factory for raw), '
+    'or "module:factory(...)" called once per worker to build it',
     "interface": "asgi (an ASGI 3 app served through uvicorn's protocol layer) or raw "
     "(a callable returning an asyncio.Protocol)",
     "listen": 'an address to bind when not socket-activated: "host:port", "[::1]:port" or '

@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from procslice.config import ServiceConfig
+from procslice.config import ServiceConfig, parse_app
 from procslice.sockets import Listener
 
 __all__ = [
@@ -94,11 +94,18 @@ def read_rss(pid: int | str = "self") -> int | None:
 
 
 def load_target(ref: str) -> Any:
-    """Import ``"module:attr.sub"`` and return the object (exceptions propagate)."""
-    module_name, _, attr = ref.partition(":")
+    """Import ``"module:attr.sub"`` and return the object, or call the factory of
+    ``"module:factory(args)"`` (literal arguments) and return what it built
+    (exceptions propagate)."""
+    module_name, attr, args, kwargs = parse_app(ref)
     target: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         target = getattr(target, part)
+    if args is not None:
+        target = target(*args, **kwargs)
+        if asyncio.iscoroutine(target):
+            target.close()
+            raise TypeError(f"{ref}: the factory is a coroutine function; make it a plain one")
     return target
 
 

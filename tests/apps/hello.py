@@ -96,3 +96,30 @@ async def app(
             await respond(send, b"hello")
     finally:
         active -= 1
+
+
+App = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
+    Awaitable[None],
+]
+built_in: list[int] = []  # the pids of the processes that called make_app
+
+
+def make_app(greeting: str = "hello", *, times: int = 1) -> App:
+    """An app factory (app: "hello:make_app('hi', times=2)"): GET /greeting answers
+    the greeting times times, and the pid of the process that built the app; the rest
+    is app's."""
+    built_in.append(os.getpid())
+
+    async def made(
+        scope: Scope,
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "http" and scope["path"] == "/greeting":
+            body = f"{' '.join([greeting] * times)} {built_in[-1]}"
+            await respond(send, body.encode())
+            return
+        await app(scope, receive, send)
+
+    return made

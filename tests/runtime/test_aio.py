@@ -88,3 +88,13 @@ def test_aio_refuses_swoole_only_setting(start_supervisor: StartSupervisor, tmp_
     sup = start_supervisor("aio", "--config", str(toml), app=None, wait=False)
     assert sup.proc.wait(timeout=10) == 2
     assert "procslice.toml: max_request: is a procslice swoole setting" in sup.log()
+
+
+def test_aio_app_factory_is_called_in_each_worker(start_supervisor: StartSupervisor) -> None:
+    sup = start_supervisor("aio", "--workers", "2", app="hello:make_app('hi', times=2)")
+    builders = set()
+    for _ in range(20):
+        status, body = sup.get("/greeting")
+        assert status == 200 and body.startswith("hi hi "), body
+        builders.add(int(body.split()[-1]))
+    assert builders and builders <= set(sup.children()), (builders, sup.children())

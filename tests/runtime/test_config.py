@@ -141,3 +141,20 @@ def test_keepalive_timeout_must_be_positive(value: str) -> None:
         f"got {value!r}"
     )
     assert load(None, {"app": "api:app", "keepalive_timeout": "0.5"}).keepalive_timeout == 0.5
+
+
+def test_parse_app_reads_an_attribute_or_a_factory_call() -> None:
+    from procslice.config import parse_app
+
+    assert parse_app("api.main:app") == ("api.main", "app", None, {})
+    assert parse_app("api:holder.app") == ("api", "holder.app", None, {})
+    assert parse_app("api:create_app()") == ("api", "create_app", (), {})
+    assert parse_app("api:make('prod', n=2, tags=['a'])") == (
+        "api",
+        "make",
+        ("prod",),
+        {"n": 2, "tags": ["a"]},
+    )
+    for bad in ("api", "api:", "api:make(os.environ)", "api:make(*a)", "a-b:app", "api:x[0]"):
+        with pytest.raises(ValueError):
+            parse_app(bad)

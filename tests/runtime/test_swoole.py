@@ -436,3 +436,23 @@ def test_rlimits_are_applied_to_workers(start_supervisor: StartSupervisor) -> No
     assert proc_field(worker, "limits", "Max open files") == "321"
     assert proc_field(worker, "limits", "Max address space") == str(4 * 1024**3)
     assert proc_field(sup.pid, "limits", "Max open files") != "321"  # the master keeps its own
+
+
+def test_app_factory_is_called_in_each_worker(start_supervisor: StartSupervisor) -> None:
+    sup = start_supervisor("swoole", "--workers", "2", app="hello:make_app('ni hao')")
+    builders = set()
+    for _ in range(20):
+        status, body = sup.get("/greeting")
+        assert status == 200 and body.startswith("ni hao "), body
+        builders.add(int(body.split()[-1]))
+    assert builders and builders <= set(sup.children()), (builders, sup.children())
+
+
+def test_a_factory_that_fails_halts_the_master_like_an_import_error(
+    start_supervisor: StartSupervisor,
+) -> None:
+    sup = start_supervisor(
+        "swoole", "--workers", "1", app="hello:make_app(times='x', nope=1)", wait=False
+    )
+    assert sup.proc.wait(timeout=30) != 0
+    assert "make_app() got an unexpected keyword argument 'nope'" in sup.log()

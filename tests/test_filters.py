@@ -1477,3 +1477,36 @@ def test_a_build_key_ignores_what_does_not_go_into_the_wheelhouse() -> None:
     two = service(gunicorn(env={"A": "2"}, listen=["127.0.0.1:9000"]))
     assert ps.procslice_build_key(one) == ps.procslice_build_key(two)
     assert ps.procslice_build_key(one) != ps.procslice_build_key(service(gunicorn(model="aio")))
+
+
+# ---- directories -------------------------------------------------------------------------
+
+
+def test_directories_state_with_subdirectories_cache_and_logs() -> None:
+    svc = service(gunicorn(directories={"state": ["uploads", "media/thumbs"], "logs": True}))
+    assert svc["directories"] == {"state": ["media/thumbs", "uploads"], "logs": []}
+    assert svc["purge"] is False
+    assert service(gunicorn())["directories"] == {}
+
+
+@pytest.mark.parametrize(
+    ("directories", "problem"),
+    [
+        ({"state": "uploads"}, 'directories.state: "uploads" is not true or a list'),
+        ({"state": ["../etc"]}, "is not a relative subdirectory"),
+        ({"state": ["/abs"]}, "is not a relative subdirectory"),
+        ({"data": True}, "directories.data: unknown key"),
+        ("yes", "is not a mapping; write {state: [uploads]}"),
+    ],
+)
+def test_bad_directories_are_refused(directories: Any, problem: str) -> None:
+    assert problem in one_error(services=[gunicorn(directories=directories)])
+
+
+def test_directories_on_podman_or_a_reserved_name_are_refused() -> None:
+    podman = {"name": "proxy", "model": "podman", "image": "nginx", "directories": {"state": True}}
+    assert "keeps its data in volumes" in one_error(services=[podman])
+    assert "procslice keeps its own files in /var/lib/procslice/front" in one_error(
+        services=[gunicorn(name="front", directories={"cache": True})]
+    )
+    assert 'purge: "yes" is not true or false' in one_error(services=[gunicorn(purge="yes")])

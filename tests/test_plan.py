@@ -388,3 +388,17 @@ def test_a_failed_gate_names_a_refused_connection() -> None:
     )
     assert gate.returncode == 1
     assert "last: URLError" in gate.stderr and "Connection refused" in gate.stderr, gate.stderr
+
+
+def test_an_absent_service_keeps_its_data_unless_purged() -> None:
+    gone = {"name": "api", "unit": "procslice-api", "model": "gunicorn"}
+    kept = filters.procslice_plan_absent([gone], "/srv/procslice", "/etc/procslice")[0]
+    assert not any(path.startswith(("/var/lib", "/var/log")) for path in kept["remove_paths"])
+    purged = filters.procslice_plan_absent(
+        [{**gone, "purge": True}], "/srv/procslice", "/etc/procslice"
+    )[0]
+    assert {
+        "/var/lib/procslice/api",
+        "/var/cache/procslice/api",
+        "/var/log/procslice/api",
+    } <= set(purged["remove_paths"])

@@ -224,3 +224,23 @@ def test_service_io_limits_render_one_line_per_device_after_a_reset() -> None:
     assert f"IOWriteBandwidthMax=/dev/vda {20 * 2**20}" in lines
     assert f"MemoryMax={256 * 2**20}" in lines
     assert not any("[" in line.split("=", 1)[1] for line in lines if "=" in line)
+
+
+HARDENING = "common/etc/systemd/system/SERVICE.service.d/60-hardening.conf.j2"
+
+
+def test_data_directories_render_as_systemd_directories_with_their_subdirectories() -> None:
+    service = normalised("aio", directories={"state": ["uploads", "media/thumbs"], "cache": True})
+    text = ENV.get_template(HARDENING).render(service=service, **VARS)
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert "StateDirectory=procslice/api" in lines
+    assert "StateDirectoryMode=0750" in lines
+    assert "CacheDirectory=procslice/api" in lines
+    assert (
+        "ExecStartPre=/bin/mkdir -p /var/lib/procslice/api/media/thumbs "
+        "/var/lib/procslice/api/uploads"
+    ) in lines
+    assert not any(line.startswith("LogsDirectory") for line in lines)
+    # A service without directories renders byte for byte as before: no restart.
+    plain = ENV.get_template(HARDENING).render(service=normalised("aio"), **VARS)
+    assert "Directory" not in plain and plain.rstrip().endswith("DevicePolicy=closed")

@@ -145,6 +145,8 @@ COMMON_SERVICE_KEYS = (
     "health",
     "env",
     "state",
+    "directories",
+    "purge",
 )
 GUNICORN_KEYS = (
     "worker_class",
@@ -1041,6 +1043,11 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     podman = _podman_settings(entry, path, errors, model, directives, limits, limit_paths)
 
     env = _env(entry.get("env"), f"{path}.env", errors)
+    directories = _directories(entry.get("directories"), f"{path}.directories", errors, model, name)
+    purge = entry.get("purge", False)
+    if not isinstance(purge, bool):
+        errors.add(f"{path}.purge", f"{_show(purge)} is not true or false")
+        purge = False
     if name is None:
         return None
     service: dict[str, Any] = {
@@ -1061,6 +1068,8 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         **settings,
         "health": health,
         "env": env,
+        "directories": directories,
+        "purge": purge,
         "directives": directives,
         "limits": limits,
         # the host ports the service answers on (podman: its published tcp ports; the
@@ -1075,6 +1084,74 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     for key, value in entry.items():
         service.setdefault(key, value)
     return service
+
+
+# directories: KIND -> (systemd's directive, the root of /PATH/procslice/NAME)
+DIRECTORY_KINDS = {
+    "state": ("StateDirectory", "/var/lib"),
+    "cache": ("CacheDirectory", "/var/cache"),
+    "logs": ("LogsDirectory", "/var/log"),
+}
+_SUBDIR_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$")
+
+
+# procslice's own files in those roots: a service of that name gets no directories
+RESERVED_DIRECTORY_NAMES = frozenset(
+    {"applied", "base", "drained", "front", "images", "wheelhouse"}
+)
+
+
+def _directories(
+    value: Any, path: str, errors: _Errors, model: str | None, name: str | None = None
+) -> dict[str, list[str]]:
+    """directories: {state: true | [subdir, ...], cache: ..., logs: ...} -> kind ->
+    the subdirectories to create ([] for the directory alone); kinds not asked for are
+    left out. systemd creates /var/lib/procslice/NAME etc. for the service's user and
+    keeps them across releases, restarts and rollbacks."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        errors.add(path, f"{_show(value)} is not a mapping; write {{state: [uploads]}}")
+        return {}
+    if model == "podman":
+        errors.add(
+            path,
+            "a podman service keeps its data in volumes; write volumes: "
+            '["/var/lib/procslice/NAME:/data"] or a named volume instead',
+        )
+        return {}
+    errors.unknown_keys(path, value, tuple(DIRECTORY_KINDS))
+    if name in RESERVED_DIRECTORY_NAMES:
+        errors.add(
+            path,
+            f"procslice keeps its own files in /var/lib/procslice/{name} or "
+            f"/var/cache/procslice/{name}; rename the service to give it directories",
+        )
+        return {}
+    result: dict[str, list[str]] = {}
+    for kind in DIRECTORY_KINDS:
+        if kind not in value or value[kind] is False:
+            continue
+        wanted = value[kind]
+        if wanted is True:
+            result[kind] = []
+            continue
+        if not isinstance(wanted, list) or not all(isinstance(sub, str) for sub in wanted):
+            errors.add(
+                f"{path}.{kind}",
+                f"{_show(wanted)} is not true or a list of subdirectories; write "
+                f"{kind}: true, or {kind}: [uploads, tmp]",
+            )
+            continue
+        for sub in wanted:
+            if not _SUBDIR_RE.match(sub) or ".." in sub.split("/"):
+                errors.add(
+                    f"{path}.{kind}",
+                    f"{_show(sub)} is not a relative subdirectory; write a path below the "
+                    f"service's directory, e.g. uploads or media/thumbs",
+                )
+        result[kind] = sorted(set(wanted))
+    return result
 
 
 def _supervisor_settings(

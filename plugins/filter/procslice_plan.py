@@ -129,6 +129,12 @@ def procslice_plan_absent(
                 f"/etc/containers/systemd/{service['unit']}.container",
                 f"{root}/{service['name']}",
                 f"{etc}/{service['name']}",
+                # its data directories only with purge: true (kept otherwise)
+                *(
+                    f"{base}/procslice/{service['name']}"
+                    for base in ("/var/lib", "/var/cache", "/var/log")
+                    if service.get("purge")
+                ),
             ],
         }
         for service in services

@@ -8,6 +8,8 @@ Paths:
   /burn?ms=N  spins the CPU for N ms
   /fork?n=N   tries to start N sleeping children; reports how many started
   /slow?ms=N  sleeps N ms, then answers
+  /visits     counts this visit in $STATE_DIRECTORY/uploads/visits (directories: state:
+              [uploads]): the count, kept across restarts and releases
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ def _fork(n: int) -> str:
     return f"started {len(started)} of {n}{error}"
 
 
+def _visit() -> tuple[str, str]:
+    state = os.environ.get("STATE_DIRECTORY")
+    if not state:
+        return "404 Not Found", "no state directory (directories: {state: [uploads]})"
+    path = os.path.join(state, "uploads", "visits")
+    with open(path, "a+", encoding="ascii") as handle:
+        handle.write("x")
+        handle.seek(0)
+        return "200 OK", str(len(handle.read()))
+
+
 def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
     path = str(environ.get("PATH_INFO", "/"))
     query = parse_qs(str(environ.get("QUERY_STRING", "")))
@@ -70,6 +83,8 @@ def app(environ: dict[str, object], start_response: Callable[..., object]) -> It
         body = "burnt"
     elif path == "/fork":
         body = _fork(_number(query, "n", 10))
+    elif path == "/visits":
+        status, body = _visit()
     elif path == "/slow":
         time.sleep(_number(query, "ms", 1000) / 1000)
         body = "slept"

@@ -203,3 +203,38 @@ def test_stop_drains_an_in_flight_request_within_timeout_stop_sec(host):
     print(f"stop took {took:.1f}s (TimeoutStopSec {timeout})")
     assert result == "success"
     assert took < 30
+
+
+# ---- directories: data that outlives releases (last: it restarts hello-wsgi) ----------
+
+
+def test_data_directories_are_the_services_own_and_outlive_a_restart(host):
+    user = "procslice-hello-wsgi"
+    for path in ("/var/lib/procslice/hello-wsgi", "/var/lib/procslice/hello-wsgi/uploads"):
+        found = host.file(path)
+        assert found.is_directory, path
+        assert (found.user, found.group) == (user, user), path
+    assert host.file("/var/lib/procslice/hello-wsgi").mode == 0o750
+    logs = host.file("/var/log/procslice/hello-wsgi")
+    assert logs.is_directory and logs.user == user and logs.mode == 0o750
+    # The audit log's folder stays root's.
+    assert host.file("/var/log/procslice").user == "root"
+    environ = host.check_output(
+        f"cat /proc/{main_pid(host, 'hello-wsgi')}/environ | tr '\\0' '\\n'"
+    )
+    assert "STATE_DIRECTORY=/var/lib/procslice/hello-wsgi" in environ.splitlines()
+    assert "LOGS_DIRECTORY=/var/log/procslice/hello-wsgi" in environ.splitlines()
+    # The app writes there under ProtectSystem=strict, as its own user, and the data
+    # is still there after a restart (and a new release: side_effect.yml made one).
+    first = int(get(host, SERVICES["hello-wsgi"], "/visits"))
+    assert int(get(host, SERVICES["hello-wsgi"], "/visits")) == first + 1
+    visits = host.file("/var/lib/procslice/hello-wsgi/uploads/visits")
+    assert visits.user == user
+    host.check_output(f"systemctl restart {unit('hello-wsgi')}")
+    deadline = time.time() + 30
+    while host.run(f"curl -fsS http://127.0.0.1:{SERVICES['hello-wsgi']}/healthz").rc != 0:
+        assert time.time() < deadline, journal(host, "hello-wsgi")
+        time.sleep(0.5)
+    assert int(get(host, SERVICES["hello-wsgi"], "/visits")) == first + 2
+    # A service without directories gets none, and cannot write to /var/lib.
+    assert not host.file("/var/lib/procslice/hello-asgi").exists

@@ -208,6 +208,9 @@ def test_absent_service_processes_are_gone(host):
         "/etc/systemd/system/procslice-old.service.d",
         "/etc/procslice/old",
         "/srv/procslice/old",
+        # its data directories: state: absent with purge: true
+        "/var/lib/procslice/old",
+        "/var/log/procslice/old",
     ],
 )
 def test_absent_service_files_are_gone(host, path):

@@ -603,6 +603,8 @@ def test_filter_module_maps_the_filters() -> None:
         "procslice_normalize_slices": ps.procslice_normalize_slices,
         "procslice_normalize_services": ps.procslice_normalize_services,
         "procslice_errors": ps.procslice_errors,
+        "procslice_layers": ps.procslice_layers,
+        "procslice_errors_with_layers": ps.procslice_errors_with_layers,
         "procslice_build_variants": ps.procslice_build_variants,
         "procslice_build_pick": ps.procslice_build_pick,
     }
@@ -1510,3 +1512,36 @@ def test_directories_on_podman_or_a_reserved_name_are_refused() -> None:
         services=[gunicorn(name="front", directories={"cache": True})]
     )
     assert 'purge: "yes" is not true or false' in one_error(services=[gunicorn(purge="yes")])
+
+
+# ---- inventory layers --------------------------------------------------------------------
+
+
+def test_layers_merge_by_name_in_the_order_of_their_variable_names() -> None:
+    base = [gunicorn(env={"A": "1", "B": "1"}, limits={"memory_max": "1G"}), gunicorn("web")]
+    layers = {
+        "procslice_services__90_host": [{"name": "api", "env": {"B": "2"}, "listen": ["::1:1"]}],
+        "procslice_services__10_more": [gunicorn("extra"), {"name": "api", "workers": 3}],
+    }
+    merged = ps.procslice_layers(base, layers)
+    assert [item["name"] for item in merged["items"]] == ["api", "web", "extra"]
+    api = merged["items"][0]
+    assert api["env"] == {"A": "1", "B": "2"}  # mappings key by key
+    assert api["limits"] == {"memory_max": "1G"} and api["workers"] == 3
+    assert api["listen"] == ["::1:1"]  # lists replaced
+    assert merged["origins"]["api"]["env"] == "procslice_services__90_host"
+    assert merged["origins"]["api"]["app"] == "procslice_services"
+    assert merged["errors"] == []
+    assert base[0]["env"] == {"A": "1", "B": "1"}  # the inventory's data is not changed
+
+
+def test_a_refused_field_names_the_layer_that_set_it() -> None:
+    origins = {"api": {"limits": "procslice_services__90_host", "app": "procslice_services"}}
+    messages = [
+        "procslice_services[api].limits.memory_max: 64G is above the slice's",
+        "procslice_services[api].app: missing",
+        "procslice_slices[web].memory_max: bad",
+    ]
+    named = ps.procslice_errors_with_layers(messages, origins, "procslice_services")
+    assert named[0].endswith("(set in procslice_services__90_host)")
+    assert named[1:] == messages[1:]

@@ -282,7 +282,33 @@ BAD: dict[str, Case] = {
     ),
 }
 
+# Inventory layers: the fleet's services in group_vars, one more in another layer, and
+# one host's change of a field in host_vars (procslice_services__* merged by name).
+BAD["layer_sets_a_limit_above_the_slice"] = Case(
+    host_vars={
+        HOSTS[0]: {
+            "procslice_services__90_host": [{"name": "api", "limits": {"memory_max": "64G"}}]
+        }
+    },
+    expect=["procslice_services[api].limits.memory_max", "(set in procslice_services__90_host)"],
+)
+BAD["layer_is_not_a_list"] = Case(
+    host_vars={HOSTS[1]: {"procslice_services__90_host": {"name": "api"}}},
+    expect=['procslice_services__90_host: {"name": "api"} is not a list'],
+)
+
 GOOD: dict[str, Case] = {
+    "good_data_in_layers": Case(
+        args=["--tags", "procslice_preflight", "-v"],  # -v: the assert's success message
+        data={
+            "procslice_slices": copy.deepcopy(SLICES),
+            "procslice_services": [copy.deepcopy(SERVICES[0])],
+            "procslice_services__20_more": [copy.deepcopy(SERVICES[1])],
+        },
+        host_vars={
+            HOSTS[0]: {"procslice_services__90_host": [{"name": "api", "env": {"EXTRA": "1"}}]}
+        },
+    ),
     # Every model and the compose vocabulary; only the preflight tasks run (the build
     # would build real wheelhouses): no other task, so no host is contacted at all.
     "good_data_every_model": Case(args=["--tags", "procslice_preflight"]),
@@ -447,6 +473,13 @@ def test_good_data_passes_preflight_and_fails_only_on_unreachable_hosts(
     assert run.rc != 0, run.out
     assert "UNREACHABLE!" in run.out, run.out
     assert all(recap["unreachable"] == 1 for recap in recaps.values()), (recaps, run.out)
+
+
+def test_services_from_every_layer_are_merged_by_name(runs: dict[str, Run]) -> None:
+    section = runs["good_data_in_layers"].task_section(PREFLIGHT_CHECK)
+    # api from group_vars (its env extended by host_vars on one host) and legacy from
+    # another layer: two services on each host, not three.
+    assert section.count("2 service(s) passed") == len(HOSTS), section
 
 
 # ---- the documentation matches the filter ---------------------------------------------

@@ -11,6 +11,11 @@ without Ansible; ``FilterModule`` only maps filter names onto them.
         each service with every default filled in, its directives and limits.
     procslice_errors(slices, services) -> list[str]
         every problem found, each message naming the variable path and the fix.
+    procslice_layers(base, layers, kind) -> {"items": list[dict], "origins": dict}
+        procslice_services (or _slices) and every procslice_services__* variable,
+        merged by name in the order of the variables' names.
+    procslice_errors_with_layers(messages, origins, kind) -> list[str]
+        each message about a field a layer set names that layer.
     procslice_build_variants(services) -> list[dict]
         the services to build once each: one per distinct (name, package, model),
         each with its ``build_key``.
@@ -40,6 +45,8 @@ __all__ = [
     "FilterModule",
     "ProcsliceDataError",
     "procslice_build_key",
+    "procslice_errors_with_layers",
+    "procslice_layers",
     "procslice_build_pick",
     "procslice_build_variants",
     "procslice_errors",
@@ -1864,6 +1871,72 @@ def _check_image_archives(
             )
 
 
+def _merge(base: Any, over: Any) -> Any:
+    """A later layer's value over an earlier one's: mappings key by key, the rest replaced."""
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return over
+
+
+def procslice_layers(
+    base: Any, layers: Mapping[str, Any] | None, kind: str = "procslice_services"
+) -> dict[str, Any]:
+    """``kind`` (the base list) and its layers (``kind__*`` variables: name -> list),
+    merged: entries by ``name``, the layers in the order of their variable names (e.g.
+    procslice_services__10_common, procslice_services__50_web, procslice_services__90_host),
+    a later layer's fields over an earlier one's (mappings such as env and limits key by
+    key). An entry of a new name is added at the end. ``origins``: entry name -> field ->
+    the variable that set it last (for the preflight's messages). Entries that are not
+    mappings with a name are kept as they are, for the checks to report."""
+    items: list[Any] = []
+    index: dict[str, int] = {}
+    origins: dict[str, dict[str, str]] = {}
+    errors: list[str] = []
+    sources = [(kind, base)] + sorted((layers or {}).items())
+    for variable, entries in sources:
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            errors.append(
+                f"{variable}: {_show(entries)} is not a list; write a list of entries, "
+                "each with its name (merged by name into the others)"
+            )
+            continue
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, Mapping) else None
+            if not isinstance(name, str):
+                items.append(entry)
+                continue
+            fields = origins.setdefault(name, {})
+            for key in entry:
+                fields[key] = variable
+            if name in index:
+                items[index[name]] = _merge(items[index[name]], entry)
+            else:
+                index[name] = len(items)
+                items.append(dict(entry))
+    return {"items": items, "origins": origins, "errors": errors}
+
+
+def procslice_errors_with_layers(
+    messages: Iterable[str], origins: Mapping[str, Mapping[str, str]], kind: str
+) -> list[str]:
+    """Each message about ``kind[NAME].FIELD`` set by a layer (not by ``kind`` itself)
+    names the variable it came from: ``... (set in procslice_services__web)``."""
+    pattern = re.compile(rf"^{re.escape(kind)}\[([^\]]+)\]\.(\w+)")
+    out = []
+    for message in messages:
+        match = pattern.match(message)
+        layer = (origins.get(match.group(1)) or {}).get(match.group(2)) if match else None
+        if layer and layer != kind:
+            message = f"{message} (set in {layer})"
+        out.append(message)
+    return out
+
+
 def procslice_build_key(service: Mapping[str, Any]) -> str:
     """What a wheelhouse is built from, as a key: the name, the package and the model.
 
@@ -1907,6 +1980,8 @@ class FilterModule:
             "procslice_normalize_slices": procslice_normalize_slices,
             "procslice_normalize_services": procslice_normalize_services,
             "procslice_errors": procslice_errors,
+            "procslice_layers": procslice_layers,
+            "procslice_errors_with_layers": procslice_errors_with_layers,
             "procslice_build_variants": procslice_build_variants,
             "procslice_build_pick": procslice_build_pick,
         }

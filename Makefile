@@ -15,7 +15,7 @@ FLEET_FRONT ?= true
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: help setup deps venv image demo-image fleet fleet-down deploy demo show test lint pytest molecule molecule-roles molecule-fleet bench clean
+.PHONY: help setup deps venv image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,13 +53,17 @@ show: venv ## Show every service answering, with its slice, limits and workers
 
 demo: deploy show ## Set up, start the fleet, deploy, and show the services answering
 
-lint: venv ## yamllint, ansible-lint, ruff, mypy
+lint: deps venv ## yamllint, ansible-lint, ruff, mypy, promtool check rules
 	yamllint -s .
 	python scripts/role-docs.py --check
 	ansible-lint
 	ruff check src tests plugins roles bench examples molecule scripts
 	ruff format --check src tests plugins roles bench examples molecule scripts
 	mypy src/procslice
+	promtool check rules dashboards/procslice.rules.yml
+
+rules: setup ## The alert rules' tests (each rule fires on its case and not on the other)
+	promtool test rules dashboards/procslice.rules.test.yml
 
 pytest: venv ## Unit, runtime process, filter and preflight tests
 	PYTHONPATH=$(CURDIR)/src pytest -q
@@ -79,7 +83,7 @@ molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	molecule test -s fleet 2>&1 | tee .cache/logs/molecule-fleet.log \
 	  || { scripts/molecule-summary.sh .cache/logs/molecule-fleet.log; exit 1; }
 
-test: setup lint pytest molecule ## Everything CI runs
+test: setup lint pytest rules molecule ## Everything CI runs
 
 bench: setup ## Benchmarks: serving, reloads, a leak under MemoryMax, deploy times (BENCH_ONLY=leak,deploy)
 	@# matplotlib for bench/results/serving.png: installed when requirements/bench.txt changes.

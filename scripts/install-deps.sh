@@ -2,7 +2,8 @@
 # Install the Debian packages procslice's controller needs (idempotent, quiet when
 # everything is there). Run as root on Debian 12.
 set -euo pipefail
-packages=(podman runc debootstrap uidmap openssh-client wrk rsync make curl iptables)
+# prometheus: its promtool checks and tests the alert rules (dashboards/)
+packages=(podman runc debootstrap uidmap openssh-client wrk rsync make curl iptables prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

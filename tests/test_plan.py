@@ -402,3 +402,43 @@ def test_an_absent_service_keeps_its_data_unless_purged() -> None:
         "/var/cache/procslice/api",
         "/var/log/procslice/api",
     } <= set(purged["remove_paths"])
+
+
+def test_a_failed_gate_shows_the_apps_exception_before_the_servers_last_lines(
+    tmp_path: Path,
+) -> None:
+    """gunicorn's own HaltServer traceback fills the last 30 lines of the journal: the
+    app's exception, logged before, is shown first (what the fleet test found)."""
+    app = [
+        "2026-12-04T02:12:05+0000 h1 python[7]: Traceback (most recent call last):",
+        '2026-12-04T02:12:05+0000 h1 python[7]:   File "app.py", line 9, in <module>',
+        "2026-12-04T02:12:05+0000 h1 python[7]: RuntimeError: broken from the start",
+        "2026-12-04T02:12:05+0000 h1 python[8]: RuntimeError: broken from the start",
+        "2026-12-04T02:12:05+0000 h1 python[7]: [INFO] Worker exiting (pid: 7)",
+    ]
+    server = [
+        f'2026-12-04T02:12:06+0000 h1 python[6]:   File "arbiter.py", line {n}, in run'
+        for n in range(34)
+    ] + ["2026-12-04T02:12:06+0000 h1 python[6]: gunicorn.errors.HaltServer: <HaltServer 3>"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    journal_text = "\n".join(app + server) + "\n"
+    (tmp_path / "journal.txt").write_text(journal_text)
+    fake = bin_dir / "journalctl"
+    fake.write_text(f"#!/bin/sh\ncat {tmp_path / 'journal.txt'}\n")
+    fake.chmod(0o755)
+    text = ACTIVATE.read_text()
+    match = re.search(r"^journal\(\) \{\n.*?^\}\n", text, re.S | re.M)
+    assert match, "journal() not found in procslice-activate"
+    out = subprocess.run(
+        ["sh", "-c", "set -eu; unit=procslice-api\n" + match.group(0) + "journal"],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        check=True,
+    ).stderr.splitlines()
+    assert out[0] == "procslice-activate: the exceptions procslice-api.service logged before:"
+    assert out[1].endswith("python[7]: RuntimeError: broken from the start")
+    assert out[2] == "procslice-activate: the last 30 journal lines of procslice-api.service:"
+    assert len(out) == 3 + 30, out
+    assert "HaltServer" in out[-1]

@@ -11,6 +11,8 @@ every service with the task's variables (the including role's own), and sets
 
 for the plan (procslice_plan) and the apply (procslice_files, procslice-activate).
 With loop_var (procslice_slices: slice) the items are named otherwise in the templates.
+With collect (first, specs: the plan phase) it also gathers the roles' results in
+__procslice_plan_rendered and __procslice_plan_specs, so no set_fact is needed between.
 One task instead of a lookup per file: a template lookup copies every variable of the
 host for each file, which made rendering most of a no-op deploy's time.
 """
@@ -66,6 +68,19 @@ class ActionModule(ActionBase):
             "__procslice_unit_rendered": rendered,
             "__procslice_unit_specs": specs,
         }
+        # The plan phase renders every role in a row (procslice_plan): collect: first
+        # starts its lists with this role's files, collect: specs adds this role's specs.
+        collect = args.get("collect")
+        if collect == "first":
+            result["ansible_facts"] |= {
+                "__procslice_plan_rendered": rendered,
+                "__procslice_plan_specs": [],
+            }
+        elif collect == "specs":
+            earlier = list(task_vars.get("__procslice_plan_specs") or [])
+            result["ansible_facts"]["__procslice_plan_specs"] = earlier + specs
+        elif collect:
+            raise AnsibleActionFail(f"procslice_render: collect: {collect!r}; use first or specs")
         return result
 
     def _render(

@@ -307,6 +307,8 @@ def make_plan(params: dict[str, Any]) -> dict[str, Any]:
     # A host whose processes change is drained from the front first; one whose plan
     # is limits only (or its tools) keeps serving.
     disrupts = any(entry["action"] not in ("nothing", "limits") for entry in services.values())
+    # (the tools' fingerprint as given: the play records it without computing it again)
+    base["fingerprint"] = (params.get("base") or {}).get("fingerprint")
     return {
         "services": services,
         "slices": slices,

@@ -39,6 +39,11 @@ _spec = importlib.util.spec_from_file_location("procslice_plan_filters_for_rende
 assert _spec and _spec.loader
 _plan = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_plan)
+_DATA = Path(__file__).resolve().parent.parent / "filter" / "procslice.py"
+_spec = importlib.util.spec_from_file_location("procslice_filters_for_render", _DATA)
+assert _spec and _spec.loader
+_data = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_data)
 
 
 class ActionModule(ActionBase):
@@ -62,7 +67,9 @@ class ActionModule(ActionBase):
                 content = self._render(item["src"], {loop_var: item["service"]}, task_vars, cache)
             entry = {key: item[key] for key in ("name", "path", "owner", "group", "mode", "class")}
             rendered.append(entry | {"unit": item["service"].get("unit"), "content": content})
-        specs = _plan.procslice_unit_specs(services, rendered, root, wheelhouses)
+        # the build's wheelhouses are keyed by build (name, package, model): this host's
+        mine = _data.procslice_build_pick(wheelhouses, services)
+        specs = _plan.procslice_unit_specs(services, rendered, root, mine)
         result["changed"] = False
         result["ansible_facts"] = {
             "__procslice_unit_rendered": rendered,

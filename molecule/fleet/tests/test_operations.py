@@ -206,8 +206,15 @@ def test_rollback_refuses_bad_input_before_any_host_changes():
         assert run.returncode != 0
         assert needle in run.stdout + run.stderr, (args, (run.stdout + run.stderr)[-2000:])
         assert all(row["changed"] == 0 for row in recap(run.stdout).values())
+    # The last case failed on the hosts, after it took their lock: released (always),
+    # not left for the next run to take over.
+    assert "Release the deploy lock" in run.stdout, run.stdout[-2000:]
     for host, base in HOSTS.items():
         assert http(base, "/version") == "1 1.0.1", host
+        held = subprocess.run(
+            ["podman", "exec", host, "test", "-e", "/run/procslice/deploy.lock"], check=False
+        )
+        assert held.returncode != 0, f"{host} still holds the deploy lock"
 
 
 def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():

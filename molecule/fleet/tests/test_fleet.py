@@ -385,6 +385,20 @@ def test_limits_change_applies_live_across_the_fleet(tmp_path):
     restore = playbook("playbooks/limits.yml")
     assert restore.returncode == 0
 
+    # The same change through deploy.yml: the plan says limits on every host, no process
+    # restarts, so there is no gate for a canary to pass: one batch of all three.
+    run = playbook("deploy.yml", "-e", f"@{extra}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    batches = run.stdout.split("PLAY [Apply slices, releases and units]")[1:]
+    assert len(batches) == 1, f"{len(batches)} batches"
+    for name in HOSTS:
+        assert f"[{name}]" in batches[0]
+    after = fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes")
+    for name in HOSTS:
+        assert after[name][0] == before[name][0], "the service was restarted"
+        assert int(after[name][1]) == 896 * 2**20
+    assert playbook("deploy.yml").returncode == 0
+
 
 def test_bad_input_stops_before_any_host_changes():
     """Bad data stops the run in the preflight play, which never connects to a host:

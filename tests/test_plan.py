@@ -138,6 +138,7 @@ def test_nothing_when_the_host_runs_what_the_data_says(tree: dict[str, Any]) -> 
         "reasons": [],
         "model": None,
         "health_default": None,
+        "user_missing": False,
     }
 
 

@@ -194,7 +194,8 @@ def decide_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[s
         if not built:
             install = True
             reasons.append(f"release {spec['release'][:12]} to build")
-    if not user_exists(spec.get("user")):
+    user_missing = not user_exists(spec.get("user"))
+    if user_missing:
         install = True
         reasons.append(f"user {spec['user']} missing")
 
@@ -256,6 +257,8 @@ def decide_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[s
         "at_least": drift if drift != "nothing" else None,
         "release": install or relink,
         "reasons": reasons,
+        # the apply creates the service's user and group only then
+        "user_missing": user_missing,
     }
 
 

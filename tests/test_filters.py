@@ -431,9 +431,10 @@ def test_podman_limits_become_podman_run_flags_and_unit_directives() -> None:
         "--cpuset-cpus=0,2-3",
         "--ulimit=nofile=1024:4096",
     ]
-    # the unit keeps the same limits (50-limits.conf)
-    assert svc["directives"]["MemoryMax"] == str(256 * M)
-    assert svc["directives"]["TasksMax"] == "64"
+    # the unit (50-limits.conf) gets the container's memory and task limits plus
+    # podman's own headroom (conmon, podman stop), so the container's limit binds first
+    assert svc["directives"]["MemoryMax"] == str((256 + 64) * M)
+    assert svc["directives"]["TasksMax"] == str(64 + 32)
     assert svc["directives"]["CPUQuota"] == "150%"
 
 
@@ -512,6 +513,8 @@ def test_limits_podman_cannot_express_are_fine_on_other_models() -> None:
         ({"volumes": ["data"]}, "volumes[0]", "is not a volume"),
         ({"volumes": ["/srv:data"]}, "volumes[0]", "is not a volume"),
         ({"volumes": ["bad name!:/data"]}, "volumes[0]", "is not a volume"),
+        ({"podman_options": "--cap-add=CHOWN"}, "podman_options", "is not a list"),
+        ({"podman_options": ["cap-add=CHOWN"]}, "podman_options[0]", "is not a podman run option"),
     ],
 )
 def test_error_podman_image_source_command_volumes(

@@ -32,7 +32,9 @@ SERVICE = {
     "graceful_timeout": 5,
     "limits": {"cpus": 0.5, "memory": "96M", "memory_swap_max": 0, "limit_nofile": 4096},
     "env": {"VERSION": "1"},
+    "podman_options": ["--cap-add=NET_BIND_SERVICE", "--read-only=false"],
 }
+RUN_OPTIONS = ["--security-opt=no-new-privileges", "--cap-drop=all", "--read-only"]
 
 
 def render(relative: str, **extra: Any) -> str:
@@ -45,13 +47,17 @@ def render(relative: str, **extra: Any) -> str:
     env.filters.update(CoreFilters().filters())
     env.tests.update(CoreTests().tests())
     service = ps.procslice_normalize_services([SERVICE], [{"name": "web"}])[0]
+    # roles/procslice_podman/vars/main.yml's __procslice_podman_options, as the role
+    # builds it: the ulimits, the user namespace, the host's options, the service's.
+    options = ["--ulimit=nproc=32768:32768", "--userns=auto", *RUN_OPTIONS]
     context = {
         "ansible_managed": "Ansible managed",
         "service": service,
         "__procslice_podman_etc": "/etc/procslice",
         "__procslice_podman_stop_time": "5",
         "__procslice_podman_default_ulimit_args": ["--ulimit=nproc=32768:32768"],
-        "procslice_podman_run_options": ["--security-opt=no-new-privileges"],
+        "procslice_podman_run_options": RUN_OPTIONS,
+        "__procslice_podman_options": options + service["podman_options"],
         "procslice_podman_default_ulimits": ["nofile=20000:20000", "nproc=32768:32768"],
         "procslice_podman_default_subnet": "",
         "procslice_podman_runtime": "runc",
@@ -97,6 +103,12 @@ def test_plain_unit_runs_podman_in_the_slice() -> None:
         "--security-opt=no-new-privileges",
     ):
         assert f" {flag} " in run, flag
+    # the host's hardening, then the service's own options (podman: the last value of a
+    # flag wins, and --cap-add applies after --cap-drop=all)
+    words = run.split()
+    assert words.index("--userns=auto") < words.index("--cap-drop=all")
+    assert words.index("--read-only") < words.index("--read-only=false")
+    assert words.index("--cap-drop=all") < words.index("--cap-add=NET_BIND_SERVICE")
     # the image, then the command, quoted and escaped for systemd
     assert run.endswith(
         'localhost/procslice-demo:1 serve --greeting "hello world" 50%% "$$HOME"'
@@ -117,6 +129,7 @@ def test_quadlet_file_carries_the_same_run() -> None:
     args = [v for k, v in found if k == "PodmanArgs"]
     for flag in ("--cpus=0.5", "--ulimit=nofile=4096:4096", "--stop-timeout=5", "--pull=never"):
         assert flag in args
+    assert args[-2:] == ["--cap-add=NET_BIND_SERVICE", "--read-only=false"]
 
 
 @pytest.mark.parametrize("subnet", ["", "10.90.0.0/24"])

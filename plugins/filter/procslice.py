@@ -223,10 +223,17 @@ GUNICORN_KEY_HINTS: dict[str, str] = {
     "max_requests_jitter": "model swoole's jitter is max_request_grace: write that instead",
     "preload": "the master never imports the app (so a reload runs new code): remove it",
 }
-PODMAN_KEYS = ("image", "image_archive", "ports", "command", "volumes", "pull")
+PODMAN_KEYS = ("image", "image_archive", "ports", "command", "volumes", "pull", "podman_options")
 # podman's pull policies; `pull: true` is missing (pull when the host lacks the image),
 # `pull: false` is never (the image comes from image_archive or is on the hosts already).
 PULL_POLICIES = ("never", "missing", "always", "newer")
+# A podman unit's own cgroup holds conmon and, while it stops, `podman stop` and
+# `podman rm` (a Go binary: tens of MiB and threads) besides the container's cgroup.
+# The container gets the service's limits (--memory, --pids-limit); the unit gets them
+# plus this headroom, so the app meets its container's limit first and podman can
+# still stop a container that sits at its limit.
+PODMAN_UNIT_MEMORY_HEADROOM = 64 * 1024**2
+PODMAN_UNIT_TASKS_HEADROOM = 32
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SERVICE_KEYS = frozenset(
     {*COMMON_SERVICE_KEYS, *GUNICORN_KEYS, *AIO_KEYS, *SWOOLE_KEYS, *PODMAN_KEYS}
@@ -1048,6 +1055,8 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     supervisor = _supervisor_settings(entry, path, errors, model)
     # podman: the image, its source and the run flags derived from `limits`
     podman = _podman_settings(entry, path, errors, model, directives, limits, limit_paths)
+    if model == "podman":
+        directives = _podman_unit_directives(directives, limits)
 
     env = _env(entry.get("env"), f"{path}.env", errors)
     directories = _directories(entry.get("directories"), f"{path}.directories", errors, model, name)
@@ -1402,6 +1411,26 @@ def _podman_settings(
             continue
         volumes.append(str(volume))
 
+    # The service's own podman run options, after the host's procslice_podman_run_options
+    # (e.g. --cap-add=NET_BIND_SERVICE, --read-only=false, --userns=host).
+    options_raw = entry.get("podman_options") or []
+    options: list[str] = []
+    if not isinstance(options_raw, list):
+        errors.add(
+            f"{path}.podman_options",
+            f'{_show(options_raw)} is not a list; write ["--cap-add=NET_BIND_SERVICE"]',
+        )
+        options_raw = []
+    for index, option in enumerate(options_raw):
+        if not isinstance(option, str) or not option.startswith("--") or "\n" in option:
+            errors.add(
+                f"{path}.podman_options[{index}]",
+                f"{_show(option)} is not a podman run option; write one option with its "
+                'value, e.g. "--cap-add=NET_BIND_SERVICE" or "--read-only=false"',
+            )
+            continue
+        options.append(option)
+
     ports_raw = entry.get("ports") or []
     publish = [str(item) for item in ports_raw] if isinstance(ports_raw, list) else []
     return {
@@ -1412,7 +1441,21 @@ def _podman_settings(
         "volumes": volumes,
         "publish": publish,
         "podman_args": _podman_limit_args(path, errors, directives, limits, limit_paths),
+        "podman_options": options,
     }
+
+
+def _podman_unit_directives(
+    directives: Mapping[str, Any], limits: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A podman unit's directives: the container's memory and task limits plus the
+    headroom of podman's own processes (PODMAN_UNIT_MEMORY_HEADROOM, _TASKS_)."""
+    unit = dict(directives)
+    if limits.get("memory_max") is not None and "MemoryMax" in unit:
+        unit["MemoryMax"] = str(limits["memory_max"] + PODMAN_UNIT_MEMORY_HEADROOM)
+    if limits.get("tasks_max") is not None and "TasksMax" in unit:
+        unit["TasksMax"] = str(limits["tasks_max"] + PODMAN_UNIT_TASKS_HEADROOM)
+    return unit
 
 
 def _pullable_name(image: str) -> bool:

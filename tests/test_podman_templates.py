@@ -49,7 +49,12 @@ def render(relative: str, **extra: Any) -> str:
     service = ps.procslice_normalize_services([SERVICE], [{"name": "web"}])[0]
     # roles/procslice_podman/vars/main.yml's __procslice_podman_options, as the role
     # builds it: the ulimits, the user namespace, the host's options, the service's.
-    options = ["--ulimit=nproc=32768:32768", "--userns=auto", *RUN_OPTIONS]
+    options = [
+        "--ulimit=nproc=32768:32768",
+        "--uidmap=0:2147483647:65536",
+        "--gidmap=0:2147483647:65536",
+        *RUN_OPTIONS,
+    ]
     context = {
         "ansible_managed": "Ansible managed",
         "service": service,
@@ -106,7 +111,7 @@ def test_plain_unit_runs_podman_in_the_slice() -> None:
     # the host's hardening, then the service's own options (podman: the last value of a
     # flag wins, and --cap-add applies after --cap-drop=all)
     words = run.split()
-    assert words.index("--userns=auto") < words.index("--cap-drop=all")
+    assert words.index("--uidmap=0:2147483647:65536") < words.index("--cap-drop=all")
     assert words.index("--read-only") < words.index("--read-only=false")
     assert words.index("--cap-drop=all") < words.index("--cap-add=NET_BIND_SERVICE")
     # the image, then the command, quoted and escaped for systemd

@@ -189,6 +189,11 @@ BAD: dict[str, Case] = {
         lambda d: _svc(d, "api")["limits"].update(memroy_max="1G"),
         ["procslice_services[api].limits.memroy_max", "did you mean memory_max?"],
     ),
+    "podman_userns_not_a_range": Case(
+        None,
+        ["procslice_podman_userns=auto is not START:COUNT", "No host was changed"],
+        args=["-e", "procslice_podman_userns=auto"],
+    ),
     "bad_listen": Case(
         lambda d: _svc(d, "api").update(listen=["localhost:8000"]),
         ["procslice_services[api].listen[0]", "is not an IPv4 address"],

@@ -203,15 +203,11 @@ def test_an_attacker_in_the_container_meets_an_unprivileged_uid_no_capability_an
 ):
     pid = inspect(host)["State"]["Pid"]
     status = host.file(f"/proc/{pid}/status").content_string
-    # The app (the image's USER 10001) and root in the container are uids of podman's
-    # range for the container on the host (procslice_podman_userns: auto), not 0 or 10001.
-    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.MULTILINE).group(1))
-    inside, outside, _count = (
-        int(n) for n in host.file(f"/proc/{pid}/uid_map").content_string.split()[:3]
-    )
-    print(f"container uid 10001 is host uid {uid}; container root is host uid {outside}")
-    assert inside == 0 and outside >= 2**31 - 1, (inside, outside)
-    assert uid == outside + 10001, uid
+    # The app runs as the image's USER, an unprivileged uid on the host (10001: the
+    # host's user namespace, procslice_podman_userns "" by default, see its docs).
+    uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$", status, re.MULTILINE)
+    print(f"the app's uids on the host: {uids.groups()}")
+    assert uids.groups() == ("10001",) * 4, uids.group(0)
     for field in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
         assert re.search(rf"^{field}:\s+0+$", status, re.MULTILINE), (field, status)
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.MULTILINE), status
@@ -231,6 +227,7 @@ def test_an_attacker_in_the_container_meets_an_unprivileged_uid_no_capability_an
 # The figure the unit reaches (systemd-analyze security, 0 best, 10 worst): each
 # directive it cannot set is listed with its reason in templates/podman/.../60-hardening.conf;
 # what confines the app is the container (the test above).
+# (6.9 with procslice_podman_userns set: runc needs CAP_SYS_PTRACE for the namespace)
 EXPOSURE = 6.6
 
 

@@ -176,6 +176,43 @@ def test_a_new_release_is_installed_then_reloaded(tree: dict[str, Any]) -> None:
     )
 
 
+LOCK = """\
+# procslice: resolved from requirements.txt sha256:00
+anyio==4.6.0 \\
+    --hash=sha256:{0}
+    # via httpx
+httpx==0.27.0 \\
+    --hash=sha256:{0}
+sniffio==1.3.1 ; python_version >= "3.8" \\
+    --hash=sha256:{0}
+""".format("0" * 64)
+
+
+def test_a_new_release_names_the_packages_its_lock_changes(tree: dict[str, Any]) -> None:
+    Path(tree["link"], "procslice.lock").write_text(LOCK)
+    new = {"anyio": "4.6.0", "httpx": "0.28.1", "h11": "0.16.0"}
+    result = decide(tree, release="def456", lock=new)
+    assert result["action"] == "install"
+    assert result["reasons"][:2] == [
+        "release def456 to build",
+        "lock: httpx 0.27.0 -> 0.28.1, +h11 0.16.0, -sniffio",
+    ]
+
+
+def test_a_new_release_with_the_same_lock_names_no_packages(tree: dict[str, Any]) -> None:
+    Path(tree["link"], "procslice.lock").write_text(LOCK)
+    same = {"anyio": "4.6.0", "httpx": "0.27.0", "sniffio": "1.3.1"}
+    reasons = decide(tree, release="def456", lock=same)["reasons"]
+    assert reasons[0] == "release def456 to build"
+    assert not [reason for reason in reasons if reason.startswith("lock:")], reasons
+
+
+def test_a_current_release_without_a_lock_names_no_packages(tree: dict[str, Any]) -> None:
+    reasons = decide(tree, release="def456", lock={"httpx": "0.28.1"})["reasons"]
+    assert reasons[0] == "release def456 to build"
+    assert not [reason for reason in reasons if reason.startswith("lock:")], reasons
+
+
 def test_a_half_built_release_is_installed_again(tree: dict[str, Any]) -> None:
     (Path(tree["spec"]["releases"]) / "20260101T000000Z-abc123/.complete").unlink()
     assert decide(tree)["action"] == "install"

@@ -87,6 +87,8 @@ def procslice_unit_specs(
                 "limits_on": lists["limits"],
                 "link": link,
                 "release": wheel["hash"] if wheel else None,
+                # a requirements package's lock, name -> version (the plan's "lock:")
+                "lock": wheel.get("lock") if wheel else None,
                 "releases": f"{root}/{service['name']}/releases" if root else None,
                 "health_url": health.get("url"),
                 "health_timeout": health.get("timeout", 30),

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import pwd
+import re
 import subprocess
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,9 @@ options:
       One entry per service - name, unit, state, user, files (path to sha256 of the
       rendered content), restart_on, reload_on, limits_on (the lists procslice-activate
       gets), link (the current link or null), release (the wheelhouse hash or null),
-      releases (the releases directory), remove_paths.
+      releases (the releases directory), lock (name to version of the release's
+      requirements lock, or null; compared with the current release's procslice.lock),
+      remove_paths.
     type: list
     elements: dict
     default: []
@@ -76,6 +79,11 @@ ACTIVATE_WORD = {
 }
 RANK = {"nothing": 0, "limits": 1, "reload": 2, "restart": 3, "start": 4}
 NEW = object()
+# A release's copy of its requirements lock (procslice_build), and how many of its
+# changes a plan reason names.
+RELEASE_LOCK = "procslice.lock"
+LOCK_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
+LOCK_SHOWN = 8
 
 
 def file_sha(path: str) -> str | None:
@@ -144,6 +152,36 @@ def release_target(releases: str, release: str) -> tuple[Any, bool]:
     return f"releases/{os.path.basename(last)}", os.path.exists(os.path.join(last, ".complete"))
 
 
+def lock_versions(path: str) -> dict[str, str] | None:
+    """name -> version of a lock file (None: no readable lock there)."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = {}
+    for line in text.splitlines():
+        match = LOCK_PIN.match(line.strip())
+        if match:
+            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+    return found
+
+
+def lock_change(old: dict[str, str], new: dict[str, str]) -> str | None:
+    """The packages whose versions differ between two locks, as one reason."""
+    parts = [
+        f"{name} {old[name]} -> {new[name]}"
+        for name in sorted(old)
+        if name in new and old[name] != new[name]
+    ]
+    parts += [f"+{name} {new[name]}" for name in sorted(new) if name not in old]
+    parts += [f"-{name}" for name in sorted(old) if name not in new]
+    if not parts:
+        return None
+    more = f", and {len(parts) - LOCK_SHOWN} more" if len(parts) > LOCK_SHOWN else ""
+    return "lock: " + ", ".join(parts[:LOCK_SHOWN]) + more
+
+
 def user_exists(name: str | None) -> bool:
     if not name:
         return True
@@ -194,6 +232,13 @@ def decide_service(spec: dict[str, Any], state_dir: str, active: bool) -> dict[s
         if not built:
             install = True
             reasons.append(f"release {spec['release'][:12]} to build")
+        # another release with a requirements lock: what changed since the current's
+        switching = target is NEW or not os.path.islink(link or "") or os.readlink(link) != target
+        if link and spec.get("lock") is not None and switching:
+            current = lock_versions(os.path.join(link, RELEASE_LOCK))
+            change = lock_change(current, spec["lock"]) if current is not None else None
+            if change:
+                reasons.append(change)
     user_missing = not user_exists(spec.get("user"))
     if user_missing:
         install = True

@@ -2,13 +2,23 @@
 """Build one wheelhouse per service on the controller, so targets need no index.
 
 Input (JSON on stdin): {"services": [normalized service, ...], "base_dir": str,
-"runtime_source": str, "constraints": str, "cache_dir": str}.
+"runtime_source": str, "constraints": str, "cache_dir": str, "refresh": bool,
+"check": bool}.
 Output (JSON on stdout): {"changed": bool, "wheelhouses": {build_key: {"hash", "dir",
-"archive", "install": [requirement, ...]}}} (build_key: the service's, else its name;
-one service name built from two packages for two hosts has two).
+"archive", "install": [requirement, ...], "lock": {name: version} or null}}} (build_key:
+the service's, else its name; one service name built from two packages for two hosts
+has two).
+
+A requirements file is resolved once into a lock beside it (requirements.txt ->
+requirements.lock: exact versions and sha256 hashes, by `uv pip compile
+--generate-hashes` under the constraints). An existing lock is used as is; it is
+resolved anew with refresh (every package to its newest allowed version), or when the
+requirements file changed since (its sha256 is in the lock's header; uv keeps the
+lock's versions where they still fit). In check mode the lock is not written.
 
 The release hash is a digest of the inputs (the package's files, the runtime's
-files, the model's requirements and the constraints), not of the built wheels:
+files, the model's requirements and the constraints; for a requirements file, its
+lock's pins and hashes), not of the built wheels:
 wheel builds are not byte-reproducible, and the same inputs must give the same
 release so that a re-deploy changes nothing. A wheelhouse already built for a
 hash is reused; a half-built one (no .complete marker) is rebuilt.
@@ -19,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +115,162 @@ def package_inputs(service: dict[str, Any], base: Path) -> tuple[list[str], list
     raise SystemExit(f"procslice_services[{service['name']}].package: nothing to build")
 
 
+LOCK_SUFFIX = ".lock"
+# The lock's own header line: the requirements file it was resolved from.
+LOCK_SOURCE = "# procslice: resolved from {name} sha256:{sha}"
+HASH_OPTION = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;]+)\s*(?:;\s*(.*?))?\s*$")
+
+
+def lock_path(req: Path) -> Path:
+    """Where a requirements file's lock lives: beside it, requirements.txt -> .lock."""
+    return (
+        req.with_suffix(LOCK_SUFFIX)
+        if req.suffix != LOCK_SUFFIX
+        else req.with_name(req.name + LOCK_SUFFIX)
+    )
+
+
+def parse_lock(text: str) -> dict[str, dict[str, Any]]:
+    """A lock's pins by normalised name: {"line": pin (with its marker), "version",
+    "hashes"}. Raises ValueError naming the first line that is not an exact pin with
+    sha256 hashes."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        current += " " + line.removesuffix("\\")
+        if not line.endswith("\\"):
+            if current.strip():
+                logical.append(current.strip())
+            current = ""
+    if current.strip():
+        logical.append(current.strip())
+    pins: dict[str, dict[str, Any]] = {}
+    for line in logical:
+        hashes = HASH_OPTION.findall(line)
+        rest = HASH_OPTION.sub("", line).strip()
+        match = PIN.match(rest)
+        if not match or not hashes:
+            raise ValueError(
+                f"{line[:120]!r} is not an exact pin with sha256 hashes (name==version "
+                "--hash=sha256:...)"
+            )
+        name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+        pin = f"{match.group(1)}{match.group(2) or ''}=={match.group(3)}"
+        if match.group(4):
+            pin += f" ; {match.group(4)}"
+        pins[name] = {"line": pin, "version": match.group(3), "hashes": sorted(hashes)}
+    if not pins:
+        raise ValueError("it pins nothing")
+    return pins
+
+
+def find_uv() -> str | None:
+    """The controller's uv: beside the play's Python (requirements/controller.txt), else
+    on PATH."""
+    return shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+
+
+def lock_failure(name: str, message: str, fix: str) -> str:
+    return f"procslice_services[{name}].package.requirements: {message}\n\nFix: {fix}"
+
+
+def resolve_lock(
+    service: dict[str, Any],
+    req: Path,
+    constraints: Path,
+    spec: dict[str, Any],
+    done: dict[str, tuple[str, dict[str, dict[str, Any]]]],
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The lock's text and pins: the file as is, or resolved anew (missing lock,
+    refresh, requirements changed since). `done`: locks resolved in this run already."""
+    name = service["name"]
+    lock = lock_path(req)
+    if str(lock) in done:
+        return done[str(lock)]
+    req_sha = hashlib.sha256(req.read_bytes()).hexdigest()
+    source = LOCK_SOURCE.format(name=req.name, sha=req_sha)
+    refresh = bool(spec.get("refresh"))
+    old = None
+    if lock.exists() and not refresh:
+        try:
+            old = lock.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(
+                lock_failure(
+                    name,
+                    f"the lock {lock} cannot be read: {exc}",
+                    "make it readable (restore it from version control), or resolve "
+                    f"{req.name} anew with -e procslice_refresh=true",
+                )
+            ) from None
+    if old is not None and source in old.splitlines():
+        try:
+            return old, parse_lock(old)
+        except ValueError as exc:
+            raise SystemExit(
+                lock_failure(
+                    name,
+                    f"the lock {lock} is malformed: {exc}",
+                    "restore it from version control, or resolve it anew with -e "
+                    "procslice_refresh=true (or remove it)",
+                )
+            ) from None
+    uv = find_uv()
+    if uv is None:
+        raise SystemExit(
+            lock_failure(
+                name,
+                f"no uv on the controller to resolve {req.name} into {lock.name}",
+                "install the controller's tools (requirements/controller.txt pins uv) into "
+                "the Python that runs ansible-playbook",
+            )
+        )
+    with tempfile.TemporaryDirectory(prefix="procslice-lock.") as tmp:
+        out = Path(tmp, lock.name)
+        if old is not None:
+            # uv keeps the versions of an existing output file where they still fit
+            out.write_text(old)
+        argv = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--no-header"]
+        argv += ["--annotation-style", "line", "--python", sys.executable]
+        argv += ["-c", os.path.relpath(constraints, req.parent), "-o", str(out), req.name]
+        run = subprocess.run(argv, capture_output=True, text=True, cwd=req.parent)
+        if run.returncode != 0:
+            errors = [ln for ln in run.stderr.splitlines() if ln.strip()]
+            head = "\n".join(errors[:12]) or "uv pip compile failed"
+            raise SystemExit(
+                f"procslice_services[{name}].package.requirements: {head}\n\n"
+                f"resolving {req} into {lock.name} failed. Fix: correct the requirements "
+                f"(a name or range no index has, or one that conflicts with "
+                f"{constraints.name}), or make the index reachable"
+            )
+        body = out.read_text()
+    text = (
+        f"# The exact versions and hashes of {req.name}, resolved by procslice's build\n"
+        "# (uv pip compile --generate-hashes). Every build uses them as they are; resolve\n"
+        "# anew with: ansible-playbook ... -e procslice_refresh=true\n"
+        f"{source}\n{body}"
+    )
+    try:
+        pins = parse_lock(text)
+    except ValueError as exc:
+        raise SystemExit(
+            lock_failure(
+                name,
+                f"the lock resolved from {req.name} cannot be used: {exc}",
+                "pin every requirement by name and version range (no directories or "
+                "URLs without hashes)",
+            )
+        ) from None
+    done[str(lock)] = (text, pins)
+    if not spec.get("check") and text != old:
+        part = lock.with_name(f".{lock.name}.{os.getpid()}")
+        part.write_text(text)
+        part.replace(lock)
+    return text, pins
+
+
 def build_failure(name: str, stdout: str, stderr: str) -> str:
     """pip's own verdict first (its ERROR: lines), then the rest of what it printed."""
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
@@ -112,16 +279,31 @@ def build_failure(name: str, stdout: str, stderr: str) -> str:
     return f"procslice_services[{name}]: building the wheelhouse failed: {head}\n\n{rest}"
 
 
-def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def build(
+    service: dict[str, Any],
+    spec: dict[str, Any],
+    locks: dict[str, tuple[str, dict[str, dict[str, Any]]]] | None = None,
+) -> tuple[dict[str, Any], bool]:
     base = Path(spec["base_dir"])
     runtime = Path(spec["runtime_source"]).resolve()
     constraints = Path(spec["constraints"]).resolve()
     pkg_args, pkg_files = package_inputs(service, base)
     extra = model_requirements(service)
+    lock: tuple[str, dict[str, dict[str, Any]]] | None = None
+    pins = ""  # the lock's exact versions without hashes: what the host installs
+    if "requirements" in service["package"]:
+        lock = resolve_lock(
+            service, pkg_files[0], constraints, spec, {} if locks is None else locks
+        )
+        pins = "".join(pin["line"] + "\n" for pin in lock[1].values())
 
     digest = hashlib.sha256()
-    for path in pkg_files:
-        tree_digest(path, digest)
+    if lock is not None:
+        # the lock's pins and hashes, not its comments nor the requirements' text
+        digest.update(json.dumps(lock[1], sort_keys=True).encode())
+    else:
+        for path in pkg_files:
+            tree_digest(path, digest)
     for sub in ("pyproject.toml", "src/procslice"):
         tree_digest(runtime / sub, digest)
     # (RUNTIME_FILES: what the runtime's wheel is built from, a superset of the above)
@@ -135,6 +317,8 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
         "dir": str(out),
         "archive": str(out / "wheelhouse.tar"),
         "install": [*extra, "procslice", *app_requirement(service, pkg_files[0])],
+        # name -> version, for the plan's "lock:" reason (the host keeps the whole lock)
+        "lock": {name: pin["version"] for name, pin in sorted(lock[1].items())} if lock else None,
     }
     if (out / ".complete").is_file():
         return result, False
@@ -152,13 +336,36 @@ def build(service: dict[str, Any], spec: dict[str, Any]) -> tuple[dict[str, Any]
             for index, arg in enumerate(pkg_args)
         ]
         pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
-        pip += ["-c", str(constraints), str(runtime_copy), *extra, *args]
-        run = subprocess.run(pip, capture_output=True, text=True)
+        runs = [[*pip, "-c", str(constraints), str(runtime_copy), *extra, *args]]
+        if lock is not None:
+            # The lock's wheels, each checked against its hashes; then the runtime and
+            # the server under the lock's versions too (one set for the host to install).
+            Path(sources, "procslice.lock").write_text(lock[0])
+            Path(sources, "pins.txt").write_text(pins)
+            runs = [
+                [*pip, "--require-hashes", "-r", str(Path(sources, "procslice.lock"))],
+                [
+                    *pip,
+                    "-c",
+                    str(constraints),
+                    "-c",
+                    str(Path(sources, "pins.txt")),
+                    str(runtime_copy),
+                    *extra,
+                ],
+            ]
+        for argv in runs:
+            run = subprocess.run(argv, capture_output=True, text=True)
+            if run.returncode != 0:
+                break
     if run.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(build_failure(service["name"], run.stdout, run.stderr))
-    if "requirements" in service["package"]:
-        shutil.copy(pkg_files[0], tmp / "requirements.txt")
+    if lock is not None:
+        # the host installs the exact versions (no hashes: a wheel built here from an
+        # sdist has none in the lock) and keeps the lock in the release
+        (tmp / "requirements.txt").write_text(pins)
+        (tmp / "procslice.lock").write_text(lock[0])
     # One archive per wheelhouse: a single transfer to each host.
     with tarfile.open(tmp / "wheelhouse.tar", "w") as tar:
         for item in sorted(tmp.iterdir()):
@@ -230,6 +437,7 @@ def main() -> int:
     changed = False
     wheelhouses: dict[str, Any] = {}
     image_ids: dict[str, str] = {}  # by the archive's path
+    locks: dict[str, Any] = {}  # by the lock's path: each resolved once per run
     id_cache_file = Path(spec["cache_dir"]) / "image-ids.json"
     try:
         id_cache: dict[str, Any] = json.loads(id_cache_file.read_text())
@@ -245,7 +453,7 @@ def main() -> int:
                 if found:
                     image_ids[archive] = found
             continue
-        result, built = build(service, spec)
+        result, built = build(service, spec, locks)
         wheelhouses[service.get("build_key", service["name"])] = result
         changed = changed or built
     if image_ids:

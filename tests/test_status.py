@@ -30,6 +30,7 @@ from procslice.status import (
     parse_applied,
     parse_cpu_stat,
     parse_exec_argv,
+    parse_io_bytes,
     parse_mountinfo,
     parse_oom_kills,
     parse_proc_stat,
@@ -95,6 +96,7 @@ MOUNTINFO_V1 = """\
 1094 1093 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 1095 1093 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
 1097 1093 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+1098 1093 0:33 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
 1101 1093 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 1102 1093 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 1103 1093 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
@@ -195,6 +197,18 @@ def test_cpu_stat_v1_throttling_in_nanoseconds() -> None:
 def test_cpu_stat_v2_usage_and_throttling_in_microseconds() -> None:
     stat = parse_cpu_stat(CPU_STAT_V2)
     assert (stat.usage_ns, stat.nr_throttled, stat.throttled_ns) == (2_500_000_000, 3, 125_000_000)
+
+
+BLKIO_V1 = (
+    "7:0 Read 4096\n7:0 Write 1048576\n7:0 Sync 0\n7:0 Total 1052672\n8:0 Read 512\nTotal 1053184\n"
+)
+IO_STAT_V2 = "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n7:0 rbytes=1 wbytes=2\n"
+
+
+def test_io_bytes_from_v1_blkio_and_v2_io_stat() -> None:
+    assert parse_io_bytes(BLKIO_V1) == (4096 + 512, 1048576)
+    assert parse_io_bytes(IO_STAT_V2) == (4097, 8194)
+    assert parse_io_bytes("") is None
 
 
 def test_oom_kills_from_v1_oom_control_and_v2_memory_events() -> None:
@@ -363,6 +377,9 @@ def fake_v1(tmp_path: Path) -> FakeHost:
     host.write(f"sys/fs/cgroup/cpu{API}/cpu.stat", "nr_periods 0\nnr_throttled 0\n")
     host.write(f"sys/fs/cgroup/cpu{WEB}/cpu.stat", CPU_STAT_V1)
     host.write(f"sys/fs/cgroup/memory{API}/memory.oom_control", OOM_CONTROL_V1)
+    host.write(f"sys/fs/cgroup/blkio{API}/blkio.throttle.io_service_bytes", BLKIO_V1)
+    # not hierarchical on v1: a child cgroup's IO is summed in
+    host.write(f"sys/fs/cgroup/blkio{API}/child/blkio.throttle.io_service_bytes", "7:0 Write 10\n")
     host.write(f"sys/fs/cgroup/pids{API}/pids.current", "5\n")
     host.write(f"sys/fs/cgroup/unified{API}/cgroup.procs", "100\n101\n102\n103\n")
     host.process(100, "python", 1)
@@ -395,6 +412,7 @@ def test_collector_on_a_v1_hybrid_host(tmp_path: Path) -> None:
     assert (api.memory_bytes, api.memory_max_bytes) == (41 * MIB, 384 * MIB)
     assert (api.memory_high_bytes, api.memory_high_from) == (700 * MIB, "procslice-web.slice")
     assert (api.tasks, api.tasks_max, api.restarts, api.oom_kills) == (5, 64, 2, 2)
+    assert (api.io_read_bytes, api.io_write_bytes) == (4608, 1048586)
     assert api.health == "none"
     # one systemctl show for the units, one for their slices; the sample reads files
     assert [c[1] for c in host.calls] == ["list-units", "list-unit-files", "show", "show"]
@@ -530,7 +548,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
     [service] = document["services"]
     assert set(service) == {
         "service", "unit", "slice", "model", "release", "state", "sub_state", "main_pid",
-        "workers", "cpu", "memory", "tasks", "restarts", "health",
+        "workers", "cpu", "memory", "tasks", "io", "restarts", "health",
     }  # fmt: skip
     assert set(service["cpu"]) == {
         "seconds", "percent", "quota_percent", "quota_from", "throttled_periods",
@@ -538,6 +556,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
     }  # fmt: skip
     assert set(service["memory"]) == {"bytes", "max_bytes", "max_from", "high_bytes", "high_from"}
     assert set(service["tasks"]) == {"current", "max", "max_from"}
+    assert set(service["io"]) == {"read_bytes", "write_bytes"}
     assert set(service["restarts"]) == {
         "count", "result", "last_exit", "oom_kills", "last_recycle", "status_text",
     }  # fmt: skip
@@ -664,7 +683,8 @@ def test_prometheus_text_is_well_formed(tmp_path: Path) -> None:
     assert {name.removeprefix("procslice_unit_") for name in seen_types} >= {
         "cpu_seconds_total", "cpu_quota_cores", "cpu_throttled_periods_total",
         "cpu_throttled_seconds_total", "memory_bytes", "memory_max_bytes", "memory_high_bytes",
-        "tasks", "tasks_max", "restarts_total", "oom_kills_total", "up", "health", "workers",
+        "tasks", "tasks_max", "restarts_total", "oom_kills_total", "io_read_bytes_total",
+        "io_write_bytes_total", "up", "health", "workers",
     }  # fmt: skip
     assert all(kind == "counter" for name, kind in seen_types.items() if name.endswith("_total"))
     assert 'release="odd \\"release\\"\\\\name"' in text
@@ -685,6 +705,9 @@ def test_prometheus_client_parses_the_exposition(tmp_path: Path) -> None:
     assert quota.value == 1.0
     assert families["procslice_unit_workers"].samples[0].value == 3
     assert families["procslice_unit_oom_kills"].type == "counter"
+    # the v1 blkio counters of the unit and its child cgroup, summed
+    assert families["procslice_unit_io_read_bytes"].samples[0].value == 4608
+    assert families["procslice_unit_io_write_bytes"].samples[0].value == 1048586
 
 
 def test_exporter_serves_metrics_over_http() -> None:

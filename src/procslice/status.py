@@ -94,6 +94,7 @@ __all__ = [
     "parse_applied",
     "parse_cpu_stat",
     "parse_exec_argv",
+    "parse_io_bytes",
     "parse_mountinfo",
     "parse_oom_kills",
     "parse_proc_stat",
@@ -294,6 +295,31 @@ def parse_oom_kills(text: str) -> int | None:
     return None
 
 
+def parse_io_bytes(text: str) -> tuple[int, int] | None:
+    """Bytes read and written, summed over devices: v2 ``io.stat`` (``8:0 rbytes=N
+    wbytes=N ...``) or v1 ``blkio.throttle.io_service_bytes`` (``8:0 Read N``)."""
+    read = written = 0
+    found = False
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in ("Read", "Write") and parts[2].isdigit():
+            found = True
+            if parts[1] == "Read":
+                read += int(parts[2])
+            else:
+                written += int(parts[2])
+            continue
+        for word in parts[1:]:
+            key, _, value = word.partition("=")
+            if key in ("rbytes", "wbytes") and value.isdigit():
+                found = True
+                if key == "rbytes":
+                    read += int(value)
+                else:
+                    written += int(value)
+    return (read, written) if found else None
+
+
 def parse_proc_stat(text: str) -> tuple[int, str, int] | None:
     """``(pid, comm, ppid)`` from /proc/<pid>/stat (comm may hold spaces and parens)."""
     open_paren = text.find("(")
@@ -450,6 +476,7 @@ class _Dirs:
     pids: str | None
     unified: str | None
     procs: str | None
+    blkio: str | None = None  # v1 only
 
 
 def _unit_dirs(
@@ -463,6 +490,7 @@ def _unit_dirs(
         pids=cgroup_dir(mounts, root, cgroup_path, "pids"),
         unified=cgroup_dir(v2, root, cgroup_path, "systemd"),
         procs=cgroup_dir(mounts, root, cgroup_path, "systemd"),
+        blkio=cgroup_dir([m for m in mounts if m.version == 1], root, cgroup_path, "blkio"),
     )
 
 
@@ -501,6 +529,26 @@ def _oom_kills(dirs: _Dirs) -> int | None:
     return sum(known) if known else None
 
 
+def _io_bytes(dirs: _Dirs) -> tuple[int, int] | None:
+    """The unit's block IO: v2 io.stat (hierarchical), else v1's throttle counters summed
+    over its subtree. On v1 these count the IO the unit's processes submit (reads, and
+    direct writes); buffered writes are written back outside the cgroup."""
+    if dirs.unified is not None:
+        found = parse_io_bytes(_read(os.path.join(dirs.unified, "io.stat")) or "")
+        if found is not None:
+            return found
+    if dirs.blkio is None:
+        return None
+    sums = [
+        parse_io_bytes(_read(os.path.join(path, "blkio.throttle.io_service_bytes")) or "")
+        for path in _subtree(dirs.blkio)
+    ]
+    known = [pair for pair in sums if pair is not None]
+    if not known:
+        return None
+    return sum(pair[0] for pair in known), sum(pair[1] for pair in known)
+
+
 # --------------------------------------------------------------------------- collecting
 
 
@@ -536,6 +584,8 @@ class ServiceStatus:
     result: str = ""
     last_exit: str | None = None
     oom_kills: int | None = None
+    io_read_bytes: int | None = None
+    io_write_bytes: int | None = None
     last_recycle: str | None = None
     status_text: str = ""
     health: str = "none"
@@ -577,6 +627,7 @@ class ServiceStatus:
                 "max": self.tasks_max,
                 "max_from": self.tasks_max_from,
             },
+            "io": {"read_bytes": self.io_read_bytes, "write_bytes": self.io_write_bytes},
             "restarts": {
                 "count": self.restarts,
                 "result": self.result,
@@ -868,6 +919,8 @@ def collect(
         after = _sample(status, show_usage.get(status.unit))
         _fill_cpu(status, before[status.unit], after, elapsed if interval > 0 else 0.0)
         status.oom_kills = _oom_kills(status.cgroup_dirs) if status.cgroup_dirs else None
+        io = _io_bytes(status.cgroup_dirs) if status.cgroup_dirs else None
+        status.io_read_bytes, status.io_write_bytes = io if io else (None, None)
         status.workers = _workers(status, root)
         if status.memory_bytes is None and status.cgroup_dirs and status.cgroup_dirs.memory:
             status.memory_bytes = _read_int(
@@ -1170,6 +1223,19 @@ _METRICS: tuple[tuple[str, str, str, Callable[[ServiceStatus], float | int | Non
         "counter",
         "OOM kills in the unit's cgroup since it was created.",
         lambda s: s.oom_kills,
+    ),
+    (
+        "io_read_bytes_total",
+        "counter",
+        "Bytes the unit read from block devices (v2 io.stat; v1 blkio throttle counters).",
+        lambda s: s.io_read_bytes,
+    ),
+    (
+        "io_write_bytes_total",
+        "counter",
+        "Bytes the unit wrote to block devices (v1: its direct writes only; buffered "
+        "writes are written back outside its cgroup).",
+        lambda s: s.io_write_bytes,
     ),
     ("up", "gauge", "1 when the unit is active.", lambda s: int(s.state == "active")),
     (

@@ -548,7 +548,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
     [service] = document["services"]
     assert set(service) == {
         "service", "unit", "slice", "model", "release", "state", "sub_state", "main_pid",
-        "workers", "cpu", "memory", "tasks", "io", "restarts", "health",
+        "workers", "cpu", "memory", "tasks", "io", "requests", "restarts", "health",
     }  # fmt: skip
     assert set(service["cpu"]) == {
         "seconds", "percent", "quota_percent", "quota_from", "throttled_periods",
@@ -557,6 +557,7 @@ def test_json_document_schema(tmp_path: Path) -> None:
     assert set(service["memory"]) == {"bytes", "max_bytes", "max_from", "high_bytes", "high_from"}
     assert set(service["tasks"]) == {"current", "max", "max_from"}
     assert set(service["io"]) == {"read_bytes", "write_bytes"}
+    assert set(service["requests"]) == {"per_second", "error_ratio", "p99_seconds"}
     assert set(service["restarts"]) == {
         "count", "result", "last_exit", "oom_kills", "last_recycle", "status_text",
     }  # fmt: skip
@@ -877,3 +878,75 @@ def test_a_drained_host_is_named_under_the_table_with_the_reason(tmp_path: Path)
     lines = format_table([document, {"host": "h2", "services": []}]).splitlines()
     assert lines[-1] == f"h1 has services out of the front's rotation: {why}"
     assert not any(line.startswith("h2 has") for line in lines)
+
+
+def _request_text(two: int, five: int, buckets: list[int]) -> str:
+    """A runtime's per-request metrics: answers by code class, and the response-time
+    histogram's cumulative counts over the bounds below."""
+    bounds = ["0.005", "0.01", "0.025", "0.05", "+Inf"]
+    lines = [
+        "# TYPE procslice_http_requests_total counter",
+        f'procslice_http_requests_total{{code="2xx",method="GET"}} {two}.0',
+        f'procslice_http_requests_total{{code="5xx",method="POST"}} {five}.0',
+        "# TYPE procslice_http_request_duration_seconds histogram",
+    ]
+    lines += [
+        f'procslice_http_request_duration_seconds_bucket{{le="{bound}"}} {count}.0'
+        for bound, count in zip(bounds, buckets, strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_request_figures_are_rate_5xx_share_and_interpolated_p99() -> None:
+    before = status.parse_request_counts(_request_text(100, 0, [50, 90, 100, 100, 100]))
+    after = status.parse_request_counts(_request_text(290, 10, [100, 180, 290, 300, 300]))
+    assert before is not None and after is not None
+    rate, ratio, p99 = status.request_figures(before, after, 2.0)
+    # 200 answers in 2 s, 10 of them 5xx; the 198th fastest is in (0.025, 0.05], 8/10 in
+    assert (rate, ratio) == (100.0, 0.05)
+    assert p99 == pytest.approx(0.045)
+    assert status.request_figures(after, before, 2.0) == (None, None, None)  # restarted
+    assert status.parse_request_counts("procslice_workers 2.0\n") is None
+
+
+def test_status_shows_requests_per_second_errors_and_p99_of_a_runtime(tmp_path: Path) -> None:
+    texts = [_request_text(100, 0, [50, 90, 100, 100, 100])]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = texts[-1].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = fake_v1(tmp_path)
+        host.units["procslice-api.service"]["ExecStart"] = (
+            "{ path=/srv/procslice/api/current/venv/bin/python ; argv[]=/srv/procslice/api/"
+            "current/venv/bin/python -m procslice swoole --config /etc/procslice/api/"
+            "procslice.toml ; ignore_errors=no ; start_time=[n/a] }"
+        )
+        port = server.server_address[1]
+        host.write("etc/procslice/api/procslice.toml", f'metrics_listen = "0.0.0.0:{port}"\n')
+
+        def sleep(seconds: float) -> None:  # 200 answers during the 2 s sample
+            texts.append(_request_text(290, 10, [100, 180, 290, 300, 300]))
+
+        clock = iter([10.0, 12.0])
+        [api] = collect(
+            root=str(tmp_path), runner=host.systemctl, sleep=sleep, clock=lambda: next(clock)
+        )
+    finally:
+        server.shutdown()
+    assert api.model == "swoole"
+    assert (api.requests_per_second, api.requests_error_ratio) == (100.0, 0.05)
+    assert api.requests_p99_seconds == pytest.approx(0.045)
+    document = status.host_document([api], 2.0, host="h1")
+    row = format_table([document]).splitlines()[1]
+    assert "100/s 5.0% p99 45ms" in row

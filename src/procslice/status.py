@@ -61,6 +61,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import re
@@ -72,6 +73,7 @@ import threading
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -318,6 +320,94 @@ def parse_io_bytes(text: str) -> tuple[int, int] | None:
                 else:
                     written += int(value)
     return (read, written) if found else None
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    """A runtime's request counters at one moment: requests answered, those with a 5xx
+    status, and the response-time histogram's cumulative bucket counts by upper bound."""
+
+    total: float
+    errors: float
+    buckets: tuple[tuple[float, float], ...]
+
+
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+_REQUEST_METRICS = (
+    "procslice_http_requests_total",
+    "procslice_http_request_duration_seconds_bucket",
+)
+
+
+def parse_request_counts(text: str) -> RequestCounts | None:
+    """The per-request counters of a runtime's exposition (procslice_http_requests_total
+    by code class, procslice_http_request_duration_seconds' buckets), summed over their
+    other labels; None when it has none."""
+    total = errors = 0.0
+    buckets: dict[float, float] = {}
+    found = False
+    for line in text.splitlines():
+        match = _SAMPLE_LINE.match(line)
+        if not match:
+            continue
+        name, labels_text, value_text = match.groups()
+        if name not in (
+            "procslice_http_requests_total",
+            "procslice_http_request_duration_seconds_bucket",
+        ):
+            continue
+        try:
+            value = float(value_text)
+        except ValueError:
+            continue
+        labels = dict(_LABEL.findall(labels_text or ""))
+        found = True
+        if name == "procslice_http_requests_total":
+            total += value
+            if labels.get("code") == "5xx":
+                errors += value
+        else:
+            bound = float(labels.get("le", "+Inf"))
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    if not found:
+        return None
+    return RequestCounts(total, errors, tuple(sorted(buckets.items())))
+
+
+def request_figures(
+    before: RequestCounts, after: RequestCounts, seconds: float
+) -> tuple[float | None, float | None, float | None]:
+    """Requests per second, the share of 5xx answers and the 99th percentile response
+    time (seconds, interpolated in its bucket as Prometheus' histogram_quantile does)
+    between two samples; None where nothing was answered."""
+    if seconds <= 0:
+        return None, None, None
+    answered = after.total - before.total
+    if answered < 0:  # the runtime restarted between the samples
+        return None, None, None
+    rate = answered / seconds
+    if answered == 0:
+        return rate, None, None
+    ratio = (after.errors - before.errors) / answered
+    earlier = dict(before.buckets)
+    deltas = [(bound, count - earlier.get(bound, 0.0)) for bound, count in after.buckets]
+    p99: float | None = None
+    if deltas and deltas[-1][1] > 0:
+        target = 0.99 * deltas[-1][1]
+        lower, below = 0.0, 0.0
+        for bound, count in deltas:
+            if count >= target:
+                if bound == float("inf"):
+                    p99 = lower  # beyond the last finite bound: at least that
+                else:
+                    share = (target - below) / (count - below) if count > below else 1.0
+                    p99 = lower + (bound - lower) * share
+                break
+            lower, below = bound, count
+    return rate, ratio, p99
 
 
 def parse_proc_stat(text: str) -> tuple[int, str, int] | None:
@@ -586,6 +676,9 @@ class ServiceStatus:
     oom_kills: int | None = None
     io_read_bytes: int | None = None
     io_write_bytes: int | None = None
+    requests_per_second: float | None = None
+    requests_error_ratio: float | None = None
+    requests_p99_seconds: float | None = None
     last_recycle: str | None = None
     status_text: str = ""
     health: str = "none"
@@ -628,6 +721,11 @@ class ServiceStatus:
                 "max_from": self.tasks_max_from,
             },
             "io": {"read_bytes": self.io_read_bytes, "write_bytes": self.io_write_bytes},
+            "requests": {
+                "per_second": self.requests_per_second,
+                "error_ratio": self.requests_error_ratio,
+                "p99_seconds": self.requests_p99_seconds,
+            },
             "restarts": {
                 "count": self.restarts,
                 "result": self.result,
@@ -822,9 +920,50 @@ def _workers(status: ServiceStatus, root: str) -> int | None:
     return count
 
 
+def unix_socket_url(url: str) -> tuple[str, str] | None:
+    """``http+unix://%2Frun%2Fx.sock/healthz`` -> ``("/run/x.sock", "/healthz")``;
+    ``unix://%2Frun%2Fx.sock`` -> ``("/run/x.sock", "")``; None for any other URL.
+    The socket path is percent-encoded, slashes included (as the preflight writes it)."""
+    for scheme in ("http+unix://", "unix://"):
+        if url.startswith(scheme):
+            quoted, slash, rest = url[len(scheme) :].partition("/")
+            return urllib.parse.unquote(quoted), slash + rest
+    return None
+
+
+def _check_unix_health(socket_path: str, target: str, timeout: float) -> tuple[str, str | None]:
+    """GET ``target`` over the unix socket (a connection accepted without a target)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(socket_path)
+        if not target:
+            return "ok", None
+        connection = http.client.HTTPConnection("localhost", timeout=timeout)
+        connection.sock = sock
+        connection.request("GET", target)
+        code = connection.getresponse().status
+    except ConnectionRefusedError:
+        return "failing", "connection refused"
+    except TimeoutError:
+        return "failing", f"no answer within {timeout:g}s"
+    except (OSError, http.client.HTTPException) as exc:
+        return "failing", str(exc) or type(exc).__name__
+    finally:
+        sock.close()
+    if code == 200:
+        return "ok", None
+    return "failing", f"HTTP {code}"
+
+
 def check_health(url: str, timeout: float = HEALTH_TIMEOUT) -> tuple[str, str | None]:
     """GET ``url`` (no proxy): ``("ok", None)`` on 200, else ``("failing", why)``.
-    ``tcp://HOST:PORT`` (a TCP health check): ok when a connection is accepted."""
+    ``tcp://HOST:PORT`` (a TCP health check): ok when a connection is accepted.
+    ``http+unix://QUOTED_PATH/PATH`` GETs PATH over a unix socket, ``unix://QUOTED_PATH``
+    connects to it (see :func:`unix_socket_url`)."""
+    unix = unix_socket_url(url)
+    if unix is not None:
+        return _check_unix_health(unix[0], unix[1], timeout)
     if url.startswith("tcp://"):
         host, _, port = url[len("tcp://") :].rpartition(":")
         try:
@@ -905,6 +1044,15 @@ def collect(
         statuses.append(status)
 
     show_usage = {p.get("Id", ""): _show_int(p.get("CPUUsageNSec")) for p in services}
+    # Requests per second, 5xx share and p99 of the runtimes that count them (aio and
+    # swoole with metrics_listen), over the same sample.
+    etc = os.path.join(root, "etc", "procslice")
+    counted = {
+        s.unit: address
+        for s in statuses
+        if interval > 0 and (address := _runtime_address(s, etc, RUNTIME_ADDRESSES))
+    }
+    counts_before = {unit: _request_counts(address) for unit, address in counted.items()}
     start = clock()
     before = {s.unit: _sample(s, show_usage.get(s.unit)) for s in statuses}
     if interval > 0:
@@ -916,6 +1064,14 @@ def collect(
             }
     elapsed = clock() - start
     for status in statuses:
+        sampled = counts_before.get(status.unit)
+        later = _request_counts(counted[status.unit]) if sampled is not None else None
+        if sampled is not None and later is not None:
+            (
+                status.requests_per_second,
+                status.requests_error_ratio,
+                status.requests_p99_seconds,
+            ) = request_figures(sampled, later, elapsed)
         after = _sample(status, show_usage.get(status.unit))
         _fill_cpu(status, before[status.unit], after, elapsed if interval > 0 else 0.0)
         status.oom_kills = _oom_kills(status.cgroup_dirs) if status.cgroup_dirs else None
@@ -1008,6 +1164,7 @@ COLUMNS: tuple[str, ...] = (
     "MEM/MAX",
     "HIGH",
     "TASKS/MAX",
+    "REQUESTS",
     "RESTARTS",
     "HEALTH",
 )
@@ -1102,9 +1259,27 @@ def _row(host: str, service: Mapping[str, Any]) -> list[str]:
         memory_cell,
         _limit(format_size(memory.get("high_bytes")), service, memory.get("high_from")),
         tasks_cell,
+        _requests_cell(service),
         _restarts_cell(service),
         _health_cell(service),
     ]
+
+
+def _requests_cell(service: Mapping[str, Any]) -> str:
+    """``120/s 0.5% p99 12ms``: requests per second, their 5xx share and p99 over the
+    sample (aio and swoole with metrics_listen); ``-`` where nothing counts them."""
+    requests = service.get("requests") or {}
+    rate = requests.get("per_second")
+    if rate is None:
+        return "-"
+    cell = f"{rate:.0f}/s" if rate >= 10 else f"{rate:.1f}/s"
+    ratio = requests.get("error_ratio")
+    if ratio is not None:
+        cell += f" {ratio * 100:.1f}%"
+    p99 = requests.get("p99_seconds")
+    if p99 is not None:
+        cell += f" p99 {p99 * 1000:.0f}ms" if p99 < 10 else f" p99 {p99:.0f}s"
+    return cell
 
 
 def format_table(documents: Sequence[Mapping[str, Any]]) -> str:
@@ -1352,6 +1527,35 @@ def merge_expositions(texts: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _runtime_address(status: ServiceStatus, etc: str, addresses: Mapping[str, str]) -> str | None:
+    """Where an active aio/swoole service serves its metrics (host:port), or None."""
+    if status.model not in RUNTIME_MODELS or status.state != "active":
+        return None
+    address = addresses.get(status.service)
+    if address is None:
+        config = _read(f"{etc}/{status.service}/procslice.toml")
+        address = runtime_metrics_address(config) if config else None
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"{host}:{port}"
+
+
+def _fetch_metrics(address: str, timeout: float = RUNTIME_TIMEOUT) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as answer:
+            text: str = answer.read().decode("utf-8", "replace")
+            return text
+    except (OSError, ValueError):
+        return None
+
+
+def _request_counts(address: str) -> RequestCounts | None:
+    text = _fetch_metrics(address)
+    return parse_request_counts(text) if text is not None else None
+
+
 def runtime_metrics(
     statuses: Sequence[ServiceStatus],
     etc: str = "/etc/procslice",
@@ -1362,23 +1566,13 @@ def runtime_metrics(
     often loopback only), fetched now and merged: one scrape of the exporter carries
     workers, restarts by reason, RSS per worker and loop lag of every service."""
     texts: dict[str, str] = {}
+    known = RUNTIME_ADDRESSES if addresses is None else addresses
     for status in statuses:
-        if status.model not in RUNTIME_MODELS or status.state != "active":
-            continue
-        known = RUNTIME_ADDRESSES if addresses is None else addresses
-        address = known.get(status.service)
-        if address is None:
-            config = _read(f"{etc}/{status.service}/procslice.toml")
-            address = runtime_metrics_address(config) if config else None
-        if not address:
-            continue
-        host, _, port = address.rpartition(":")
-        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
-        try:
-            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as answer:
-                texts[status.service] = answer.read().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            continue  # procslice_unit_up and health tell that the service is in trouble
+        address = _runtime_address(status, etc, known)
+        text = _fetch_metrics(address, timeout) if address else None
+        # (none: procslice_unit_up and health tell that the service is in trouble)
+        if text is not None:
+            texts[status.service] = text
     return merge_expositions(texts)
 
 

@@ -8,8 +8,10 @@ group, waited for (an HTTP GET answered 200), measured with wrk, then stopped
 (SIGTERM to the group, SIGKILL after a grace) even when something fails.
 
 * serving: a 2 s wrk warm-up, then ``wrk -t1 -c64 -d8s --latency``: requests/s and
-  p99.  ASGI servers serve bench/apps/hello_asgi.py, gunicorn sync and gthread its
-  WSGI twin; ratio = requests/s / gunicorn + uvicorn-worker's.
+  p99.  procslice aio and swoole also run with ``--request-metrics false``: the
+  per-request metrics' cost is the ratio of the two rows.  ASGI servers serve
+  bench/apps/hello_asgi.py, gunicorn sync and gthread its WSGI twin; ratio =
+  requests/s / gunicorn + uvicorn-worker's.
 * raw: procslice ``--interface raw`` with bench/apps/raw_hello.py against the same
   protocol on bare uvloop (bench/apps/uvloop_reuseport.py, 2 SO_REUSEPORT
   processes); ratio = requests/s / bare uvloop's.
@@ -180,6 +182,15 @@ class Server:
 SERVERS: dict[str, Server] = {
     "procslice-aio": Server("procslice aio", _procslice("aio", "hello_asgi:app")),
     "procslice-swoole": Server("procslice swoole", _procslice("swoole", "hello_asgi:app")),
+    # the same, without the per-request metrics (procslice_http_*): their cost
+    "procslice-aio-no-request-metrics": Server(
+        "procslice aio --request-metrics false",
+        _procslice("aio", "hello_asgi:app", "--request-metrics", "false"),
+    ),
+    "procslice-swoole-no-request-metrics": Server(
+        "procslice swoole --request-metrics false",
+        _procslice("swoole", "hello_asgi:app", "--request-metrics", "false"),
+    ),
     "gunicorn-uvicorn": Server(
         "gunicorn + uvicorn-worker",
         _gunicorn("hello_asgi:app", "--worker-class", "uvicorn_worker.UvicornWorker"),
@@ -222,6 +233,8 @@ CASES: list[Case] = [
     Case("serving", ASGI_BASELINE, ASGI_BASELINE),
     Case("serving", "procslice-aio", ASGI_BASELINE),
     Case("serving", "procslice-swoole", ASGI_BASELINE),
+    Case("serving", "procslice-aio-no-request-metrics", ASGI_BASELINE),
+    Case("serving", "procslice-swoole-no-request-metrics", ASGI_BASELINE),
     Case("serving", "uvicorn", ASGI_BASELINE),
     Case("serving", "granian", ASGI_BASELINE),
     Case("serving", "gunicorn-sync", ASGI_BASELINE),

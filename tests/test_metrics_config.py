@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from procslice import status
-from procslice.metrics import Snapshot, WorkerSample, registry_for
+from procslice.metrics import HttpTotals, Snapshot, WorkerSample, registry_for
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "dashboards" / "procslice.json"
@@ -49,7 +49,13 @@ def served_metric_names() -> set[str]:
             )
         ]
     )
-    snap = Snapshot(workers=1, samples=[WorkerSample(slot=0, pid=1, rss=1, lag=0.0, inflight=0)])
+    http = HttpTotals()
+    http.requests[0] = 1  # one request answered, so the labelled counter has a sample
+    snap = Snapshot(
+        workers=1,
+        samples=[WorkerSample(slot=0, pid=1, rss=1, lag=0.0, inflight=0)],
+        http=http,
+    )
     runtime = generate_latest(registry_for(lambda: snap)).decode()
     text = exporter + status.merge_expositions({"s": runtime})
     return {m.group(1) for m in re.finditer(r"^([a-z_]+)[{ ]", text, re.M)}

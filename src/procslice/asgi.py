@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["BUSY", "ClosingGatedApp", "GatedApp", "activity", "gated_app", "protocol_class"]
 
 BUSY = object()  # activity(): a request is in progress on the connection
+monotonic = time.monotonic  # a module global: one lookup less per request
 
 
 def activity(connection: Any) -> object:
@@ -101,18 +103,54 @@ class CoalescingWriter:
     Here a write is held until the next one (sent together with it through
     ``writelines``, one writev(2)) or until the loop's next step, whichever comes first,
     so nothing waits longer than the current callback.
+
+    It also notes, for the per-request metrics, what the current response wrote: the
+    first write after :meth:`expect_head` is the response's head (uvicorn writes the
+    status line and headers at once), whose status class it keeps (``ps_code``: 0 for
+    1xx .. 4 for 5xx); the writes after it are the body (``ps_sent``, bytes; with
+    chunked transfer encoding uvicorn writes each chunk with its size line and CRLF, so
+    those few bytes per chunk count too).  Counting here costs no call of its own.
     """
 
-    __slots__ = ("held", "loop", "scheduled", "transport")
+    __slots__ = (
+        "held",
+        "loop",
+        "ps_code",
+        "ps_head",
+        "ps_method",
+        "ps_sent",
+        "ps_start",
+        "scheduled",
+        "transport",
+    )
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
         self.loop = loop
         self.held: bytes | None = None
         self.scheduled = False
+        self.ps_head = False
+        self.ps_code = 0
+        self.ps_sent = 0
+        self.ps_start = 0.0
+        self.ps_method = ""
+
+    def expect_head(self, method: str) -> None:
+        """A request starts: its response's head is the next write."""
+        self.ps_head = True
+        self.ps_sent = 0
+        self.ps_method = method
+        self.ps_start = monotonic()
 
     def write(self, data: bytes) -> None:
         """Hold ``data``, or send it with the held write."""
+        if self.ps_head:
+            code = data[9] - 49  # b"HTTP/1.1 200 ...": the status class digit, '1' is 49
+            if code:  # an interim "100 Continue" is not the response's head
+                self.ps_head = False
+                self.ps_code = code
+        else:
+            self.ps_sent += len(data)
         held = self.held
         if held is None:
             self.held = data
@@ -168,6 +206,13 @@ class DrainAwareHttpTools(HttpToolsProtocol):
             if self.ps_worker.draining:
                 cycle.keep_alive = False
 
+    def on_body(self, body: bytes) -> None:
+        """uvicorn's; count the request body bytes received."""
+        HttpToolsProtocol.on_body(self, body)
+        stats = self.ps_worker.stats
+        if stats is not None:
+            stats.request_bytes += len(body)
+
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         """Start a request's task under the worker's concurrency gate.
 
@@ -177,6 +222,8 @@ class DrainAwareHttpTools(HttpToolsProtocol):
         :class:`GatedApp`, which waits for a place first.
         """
         worker = self.ps_worker
+        if worker.stats is not None:
+            self.ps_writer.expect_head(cycle.scope["method"])
         gate = worker.gate
         if gate.limit and gate.active >= gate.limit:
             HttpToolsProtocol._start_asgi_task(self, cycle, worker.waiting_app)
@@ -203,6 +250,12 @@ class DrainAwareHttpTools(HttpToolsProtocol):
         (``Worker.keepalive_loop``).
         """
         self.server_state.total_requests += 1
+        stats = self.ps_worker.stats
+        if stats is not None:
+            writer = self.ps_writer
+            stats.record(
+                writer.ps_method, writer.ps_code, writer.ps_sent, monotonic() - writer.ps_start
+            )
         if not self.transport.is_closing():  # closing: e.g. after Connection: close
             self.flow.resume_reading()
             if self.pipeline:

@@ -92,6 +92,7 @@ class ServiceConfig:
     rlimit_as: int = 0  # 0: leave unchanged
     rlimit_nofile: int = 0
     metrics_listen: str = ""  # "": no metrics endpoint
+    request_metrics: bool = True  # count procslice_http_* per request (interface asgi)
     forwarded_allow_ips: tuple[str, ...] = ()  # (): X-Forwarded-* headers ignored
     log_level: str = "info"
     source: str = field(default="", compare=False)  # the TOML path, for messages
@@ -338,6 +339,7 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "rlimit_as": _size,
     "rlimit_nofile": _non_negative_int,
     "metrics_listen": _metrics_listen,
+    "request_metrics": _bool,
     "forwarded_allow_ips": _forwarded_allow_ips,
     "log_level": _choice(LOG_LEVELS),
 }
@@ -366,6 +368,8 @@ _HELP: dict[str, str] = {
     "rlimit_as": "RLIMIT_AS of each worker, a size (0: unchanged)",
     "rlimit_nofile": "RLIMIT_NOFILE of each worker (0: unchanged)",
     "metrics_listen": 'serve Prometheus metrics from the master on "host:port" ("" : off)',
+    "request_metrics": "count the per-request metrics (procslice_http_*: status classes, "
+    "methods, durations, body bytes) in the workers",
     "forwarded_allow_ips": "proxies whose X-Forwarded-For/-Proto headers set the client "
     'address and scheme: IP addresses or networks, comma-separated, or "*" (none: the '
     "headers are ignored)",

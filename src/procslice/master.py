@@ -67,7 +67,14 @@ from types import FrameType
 
 from procslice import logs
 from procslice.config import CONFIG_ERROR, ConfigError, Model, ServiceConfig, from_args
-from procslice.metrics import MetricsServer, Snapshot, WorkerSample, registry_for, render
+from procslice.metrics import (
+    HttpTotals,
+    MetricsServer,
+    Snapshot,
+    WorkerSample,
+    registry_for,
+    render,
+)
 from procslice.sdnotify import Notifier
 from procslice.sockets import Listener, listeners, reuseport_twin
 from procslice.worker import (
@@ -109,6 +116,7 @@ class Child:
     inflight: int = 0
     rss: int = 0
     lag: float = 0.0
+    http: HttpTotals | None = None  # cumulative per-request counts, as last sent
     reason: str | None = None  # why it is being replaced
     replaces: int | None = None  # pid of the worker this one replaces
     stop_sent: float | None = None
@@ -155,6 +163,7 @@ class Master:
         self.metrics: MetricsServer | None = None
         self.restarts: Counter[str] = Counter()
         self.retired_served = 0
+        self.retired_http = HttpTotals()
         self.crash_times: deque[float] = deque()
         self.backoff_until = 0.0
         self.ready_sent = False
@@ -569,6 +578,8 @@ class Master:
                 child.hb_fd = None
             if child.kind == "worker":
                 self.retired_served += child.served
+                if child.http is not None:
+                    self.retired_http.add(child.http)
             self.on_exit(child, os.waitstatus_to_exitcode(status))
 
     def on_exit(self, child: Child, code: int) -> None:
@@ -689,6 +700,9 @@ class Master:
         lag = beat.get("lag")
         if isinstance(lag, int | float):
             child.lag = float(lag)
+        http = HttpTotals.from_beat(beat.get("http"))
+        if http is not None:
+            child.http = http
         if beat.get("state") == "serving" and child.state == "booting":
             child.state = "serving"
             log.info("%s serving", child.name)
@@ -831,12 +845,17 @@ class Master:
     def snapshot(self) -> Snapshot:
         """The metrics view of the workers."""
         workers = [c for c in self.children.values() if c.kind == "worker"]
+        http = HttpTotals()
+        for totals in (self.retired_http, *(c.http for c in workers)):
+            if totals is not None:
+                http.add(totals)
         return Snapshot(
             workers=self.serving_count(),
             restarts=dict(self.restarts),
             samples=[WorkerSample(c.slot, c.pid, c.rss, c.lag, c.inflight) for c in workers],
             requests_total=self.retired_served + sum(c.served for c in workers),
             task_workers=sum(1 for c in self.children.values() if c.kind == "task"),
+            http=http,
         )
 
     # ------------------------------------------------------------------ stopping

@@ -13,7 +13,24 @@ master's view of its workers at scrape time:
 * ``procslice_worker_rss_bytes{worker}``, ``procslice_loop_lag_seconds{worker}``
   (the worst lag in the last heartbeat interval);
 * ``procslice_requests_in_flight`` and ``procslice_requests_total`` (all workers,
-  including the retired ones).
+  including the retired ones);
+* per HTTP request (interface asgi, httptools protocol), named and labelled so that
+  any serving model can export the same series:
+  ``procslice_http_requests_total{code="2xx",method="GET"}`` (code: the status
+  class 1xx..5xx; method: GET HEAD POST PUT PATCH DELETE OPTIONS, anything else
+  "other"), ``procslice_http_request_duration_seconds`` (a histogram over
+  :data:`DURATION_BUCKETS`, fixed: from the app being called for the request, once
+  its head is parsed, to its response's last write), ``procslice_http_request_bytes_total``
+  and ``procslice_http_response_bytes_total`` (body bytes received and sent; a chunked
+  response's chunk size lines count too).
+
+Workers count requests in a :class:`RequestStats` (plain ints, no prometheus-client
+object on the request path) and send the cumulative counts in every heartbeat; the
+master sums live workers and what retired workers last sent (:class:`HttpTotals`), so
+the counters never go backwards when a worker is replaced.  A request whose
+connection was lost before its response completed, or whose app failed after the
+response started, is not counted in these series.  ``request_metrics = false`` turns
+the counting off (the series stay at zero).
 """
 
 from __future__ import annotations
@@ -22,21 +39,129 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from procslice.sockets import parse_address
 
-__all__ = ["MetricsServer", "Snapshot", "WorkerSample", "registry_for"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "HTTP_CODES",
+    "HTTP_METHODS",
+    "HttpTotals",
+    "MetricsServer",
+    "RequestStats",
+    "Snapshot",
+    "WorkerSample",
+    "registry_for",
+]
 
 log = logging.getLogger("procslice.metrics")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 CLIENT_TIMEOUT = 5.0
 MAX_REQUEST = 16384
+
+#: ``method`` label values; any other method counts as "other" (bounded labels).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
+#: ``code`` label values: the status class.
+HTTP_CODES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: Upper bounds (seconds) of procslice_http_request_duration_seconds, +Inf implied.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_METHOD_INDEX = {method: i for i, method in enumerate(HTTP_METHODS[:-1])}
+_OTHER = len(HTTP_METHODS) - 1
+_CODES = len(HTTP_CODES)
+
+
+class RequestStats:
+    """A worker's cumulative per-request counts: plain ints, cheap to update.
+
+    ``requests[method * len(HTTP_CODES) + code]`` counts answered requests;
+    ``buckets[i]`` the durations in (DURATION_BUCKETS[i-1], DURATION_BUCKETS[i]]
+    (not cumulative; the last one is above the largest bound).
+    """
+
+    __slots__ = ("buckets", "duration_sum", "request_bytes", "requests", "response_bytes")
+
+    def __init__(self) -> None:
+        self.requests = [0] * (len(HTTP_METHODS) * _CODES)
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.request_bytes = 0
+        self.response_bytes = 0
+
+    def record(self, method: str, code: int, sent: int, seconds: float) -> None:
+        """Count one answered request; ``code`` indexes HTTP_CODES (0: 1xx .. 4: 5xx)."""
+        if not 0 <= code < _CODES:
+            code = _CODES - 1  # not a valid status: counted as a server error
+        self.requests[_METHOD_INDEX.get(method, _OTHER) * _CODES + code] += 1
+        self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        self.response_bytes += sent
+
+    def beat(self) -> dict[str, object]:
+        """The heartbeat's ``http`` field."""
+        return {
+            "requests": self.requests,
+            "buckets": self.buckets,
+            "sum": round(self.duration_sum, 6),
+            "in": self.request_bytes,
+            "out": self.response_bytes,
+        }
+
+
+@dataclass
+class HttpTotals:
+    """Per-request counts summed over workers (the master's side of RequestStats)."""
+
+    requests: list[int] = field(default_factory=lambda: [0] * (len(HTTP_METHODS) * _CODES))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    request_bytes: int = 0
+    response_bytes: int = 0
+
+    @classmethod
+    def from_beat(cls, beat: object) -> HttpTotals | None:
+        """A heartbeat's ``http`` field, None if it is missing or malformed."""
+        if not isinstance(beat, Mapping):
+            return None
+        totals = cls()
+        requests, buckets = beat.get("requests"), beat.get("buckets")
+        duration_sum, received, sent = beat.get("sum"), beat.get("in"), beat.get("out")
+        if (
+            not isinstance(requests, list)
+            or len(requests) != len(totals.requests)
+            or not isinstance(buckets, list)
+            or len(buckets) != len(totals.buckets)
+            or not all(isinstance(v, int) for v in (*requests, *buckets))
+            or not isinstance(received, int)
+            or not isinstance(sent, int)
+            or not isinstance(duration_sum, int | float)
+        ):
+            return None
+        totals.requests = list(requests)
+        totals.buckets = list(buckets)
+        totals.duration_sum = float(duration_sum)
+        totals.request_bytes = received
+        totals.response_bytes = sent
+        return totals
+
+    def add(self, other: HttpTotals) -> None:
+        """Add ``other`` in place."""
+        self.requests = [a + b for a, b in zip(self.requests, other.requests, strict=True)]
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.duration_sum += other.duration_sum
+        self.request_bytes += other.request_bytes
+        self.response_bytes += other.response_bytes
 
 
 @dataclass
@@ -59,6 +184,7 @@ class Snapshot:
     samples: list[WorkerSample] = field(default_factory=list)
     requests_total: int = 0
     task_workers: int = 0
+    http: HttpTotals = field(default_factory=HttpTotals)
 
 
 class SupervisorCollector(Collector):
@@ -102,6 +228,41 @@ class SupervisorCollector(Collector):
         yield CounterMetricFamily(
             "procslice_requests", "Requests answered by all workers.", value=snap.requests_total
         )
+        yield from http_families(snap.http)
+
+
+def http_families(http: HttpTotals) -> Iterator[Metric]:
+    """The per-request metric families (also usable by other serving models)."""
+    requests = CounterMetricFamily(
+        "procslice_http_requests",
+        "HTTP requests answered, by status class and method.",
+        labels=["code", "method"],
+    )
+    for i, count in enumerate(http.requests):
+        if count:
+            method, code = divmod(i, _CODES)
+            requests.add_metric([HTTP_CODES[code], HTTP_METHODS[method]], count)
+    yield requests
+    cumulative, buckets = 0, []
+    for bound, count in zip((*DURATION_BUCKETS, float("inf")), http.buckets, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+    yield HistogramMetricFamily(
+        "procslice_http_request_duration_seconds",
+        "Time from the app called for a request to its response's last write.",
+        buckets=buckets,
+        sum_value=http.duration_sum,
+    )
+    yield CounterMetricFamily(
+        "procslice_http_request_bytes",
+        "HTTP request body bytes received.",
+        value=http.request_bytes,
+    )
+    yield CounterMetricFamily(
+        "procslice_http_response_bytes",
+        "HTTP response body bytes sent.",
+        value=http.response_bytes,
+    )
 
 
 def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

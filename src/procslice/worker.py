@@ -17,7 +17,8 @@ connections, and a request parsed meanwhile waits for a free slot, so the kernel
 backlog absorbs the load); a loop-lag monitor warning past ``loop_lag_warn_ms``; a bounded default
 executor of ``threads`` threads for ``asyncio.to_thread``; and a heartbeat, one JSON
 line a second on a pipe to the master (state, requests served, in flight, RSS, loop
-lag, and a request to be replaced after ``max_request``).
+lag, a request to be replaced after ``max_request``, and the cumulative per-request
+counts of :class:`procslice.metrics.RequestStats` unless ``request_metrics`` is off).
 
 Draining (SIGTERM) never closes a connection under a request that may be on the
 wire: the worker stops accepting (first taking the connections already queued on its
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from procslice.config import ServiceConfig, parse_app
+from procslice.metrics import RequestStats
 from procslice.sockets import Listener
 
 __all__ = [
@@ -278,6 +280,12 @@ class Worker:
             self.request_limit = spec.max_request + random.randint(0, spec.max_request_grace)
         self.retire_asked = False
         self.master_gone = False
+        # per-request metrics (HTTP with httptools; None: off), sent in the heartbeat
+        self.stats: RequestStats | None = (
+            RequestStats()
+            if spec.config.interface == "asgi" and spec.config.request_metrics
+            else None
+        )
 
     # ------------------------------------------------------------------ process setup
 
@@ -578,6 +586,8 @@ class Worker:
             "lag": round(self.max_lag, 6),
             "retire": "max_request" if self.retire_asked else None,
         }
+        if self.stats is not None:
+            message["http"] = self.stats.beat()
         data = (json.dumps(message) + "\n").encode()
         try:
             os.write(self.spec.heartbeat_fd, data)

@@ -78,10 +78,13 @@ molecule-roles: setup
 
 molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	@# The fleet lives outside molecule (unmanaged driver): molecule's saved state would
-	@# skip prepare on a second run from the same folder, after cleanup removed the hosts.
+	@# skip prepare on a second run from the same folder, after cleanup removed the hosts,
+	@# so each run starts from an empty state directory (not molecule reset, which removes
+	@# every molecule container on the machine, other scenarios' included).
 	@mkdir -p .cache/logs
-	molecule reset -s fleet
-	molecule test -s fleet 2>&1 | tee .cache/logs/molecule-fleet.log \
+	rm -rf .cache/molecule-fleet-state
+	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule-fleet-state molecule test -s fleet 2>&1 \
+	  | tee .cache/logs/molecule-fleet.log \
 	  || { scripts/molecule-summary.sh .cache/logs/molecule-fleet.log; exit 1; }
 
 test: setup lint pytest rules molecule ## Everything CI runs

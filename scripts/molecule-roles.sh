@@ -49,8 +49,12 @@ for role in "${roles[@]}"; do
   echo "== molecule: $role started (log: .cache/logs/molecule-$role.log)"
   if [ "$role" = fleet ]; then
     # The fleet scenario (molecule/fleet, from the repository's root): its hosts live
-    # outside molecule, whose saved state would skip prepare on a second run.
-    (molecule reset -s fleet >/dev/null 2>&1; exec molecule test -s fleet) \
+    # outside molecule, whose saved state would skip prepare on a second run, so each
+    # run starts from an empty state directory of its own. Not `molecule reset`: the
+    # podman driver's reset removes every molecule container on the machine, the role
+    # scenarios' running beside it included.
+    (rm -rf .cache/molecule-fleet-state \
+      && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-fleet-state" exec molecule test -s fleet) \
       > .cache/logs/molecule-fleet.log 2>&1 &
   else
     (cd "roles/$role" && exec molecule test) > ".cache/logs/molecule-$role.log" 2>&1 &

@@ -1548,3 +1548,129 @@ def test_a_refused_field_names_the_layer_that_set_it() -> None:
     named = ps.procslice_errors_with_layers(messages, origins, "procslice_services")
     assert named[0].endswith("(set in procslice_services__90_host)")
     assert named[1:] == messages[1:]
+
+
+# ---- unix sockets in listen --------------------------------------------------------------
+
+SOCKET_HINT = 'write an absolute path (e.g. "unix:/run/procslice/api/http.sock")'
+
+
+@pytest.mark.parametrize("model", ["gunicorn", "aio", "swoole"])
+def test_unix_listen_is_accepted_with_the_service_as_socket_owner(model: str) -> None:
+    normalized = service(gunicorn(model=model, listen=["unix:/run/procslice/api/http.sock"]))
+    assert normalized["listen"] == ["unix:/run/procslice/api/http.sock"]
+    assert normalized["unix_listen"] == ["/run/procslice/api/http.sock"]
+    assert normalized["ports"] == []
+    assert (normalized["socket_user"], normalized["socket_group"], normalized["socket_mode"]) == (
+        "procslice-api",
+        "procslice-api",
+        "0660",
+    )
+
+
+def test_socket_owner_and_mode_are_settable() -> None:
+    normalized = service(
+        gunicorn(
+            listen=["unix:/run/procslice/api/http.sock"],
+            socket_user="procslice-api",
+            socket_group="www-data",
+            socket_mode="660",
+        )
+    )
+    assert (normalized["socket_group"], normalized["socket_mode"]) == ("www-data", "0660")
+
+
+@pytest.mark.parametrize(
+    "listen,message",
+    [
+        (
+            "unix:run/api.sock",
+            '"unix:run/api.sock": "run/api.sock" is a relative path (systemd binds it before '
+            f"the service has a working directory); {SOCKET_HINT}",
+        ),
+        ("unix:", f'"unix:" has no path after unix:; {SOCKET_HINT}'),
+        (
+            "unix:/" + "a" * 107,
+            f'"unix:/{"a" * 107}": the path is 108 bytes, over the 107 a unix socket address '
+            "holds; use a shorter path (e.g. under /run/procslice/)",
+        ),
+    ],
+)
+def test_bad_unix_listen_names_the_entry_and_the_fix(listen: str, message: str) -> None:
+    assert one_error(services=[gunicorn(listen=[listen])]) == (
+        f"procslice_services[api].listen[0]: {message}"
+    )
+
+
+def test_a_path_of_exactly_107_bytes_fits_sun_path() -> None:
+    assert errors(services=[gunicorn(listen=["unix:/" + "a" * 106])]) == []
+
+
+def test_two_services_on_one_unix_socket_are_refused() -> None:
+    assert one_error(
+        services=[
+            gunicorn(listen=["unix:/run/x.sock"]),
+            gunicorn("web", listen=["unix:/run/x.sock"]),
+        ]
+    ) == (
+        "procslice_services[web].listen[0]: unix:/run/x.sock is also "
+        "procslice_services[api].listen[0]; give each service a socket of its own "
+        "(e.g. unix:/run/procslice/web/http.sock)"
+    )
+
+
+def test_unix_listen_on_podman_is_refused() -> None:
+    assert one_error(services=[podman(listen=["unix:/run/x.sock"])]) == (
+        'procslice_services[proxy].listen[0]: "unix:/run/x.sock": a podman service cannot '
+        "listen on a unix socket (its ports are published by podman); publish a port with "
+        'ports (e.g. "127.0.0.1:8080:80") or run the app under gunicorn, aio or swoole'
+    )
+
+
+def test_unquoted_socket_mode_is_refused() -> None:
+    assert one_error(services=[gunicorn(listen=["unix:/run/x.sock"], socket_mode=660)]) == (
+        "procslice_services[api].socket_mode: 660 is not an octal mode; write it quoted, "
+        'e.g. "0660"'
+    )
+
+
+@pytest.mark.parametrize(
+    "health,url",
+    [
+        ({}, "http+unix://%2Frun%2Fprocslice%2Fapi%2Fhttp.sock/healthz"),
+        ({"tcp": True}, "unix://%2Frun%2Fprocslice%2Fapi%2Fhttp.sock"),
+    ],
+)
+def test_health_url_of_a_unix_listen_names_the_socket(health: dict[str, Any], url: str) -> None:
+    normalized = service(
+        gunicorn(listen=["unix:/run/procslice/api/http.sock", "127.0.0.1:8000"], health=health)
+    )
+    assert normalized["health"]["url"] == url
+
+
+def test_front_leaves_out_a_unix_only_service_with_a_note() -> None:
+    front = _front_filters()
+    services = ps.procslice_normalize_services(
+        [
+            gunicorn(listen=["unix:/run/procslice/api/http.sock"]),
+            gunicorn("web", listen=["0.0.0.0:8001"]),
+        ]
+    )
+    assert [f["name"] for f in front.procslice_front_frontends(services)] == ["web"]
+    assert front.procslice_front_left_out(services) == [
+        "procslice_services[api] listens only on unix sockets (/run/procslice/api/http.sock), "
+        "which the front host cannot reach: it is left out of the front; add an IP:port to "
+        "its listen to put it in"
+    ]
+
+
+def _front_filters() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "procslice_front", Path(__file__).resolve().parents[1] / "plugins/filter/procslice_front.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

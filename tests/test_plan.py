@@ -480,3 +480,13 @@ def test_a_failed_gate_shows_the_apps_exception_before_the_servers_last_lines(
     assert out[2] == "procslice-activate: the last 30 journal lines of procslice-api.service:"
     assert len(out) == 3 + 30, out
     assert "HaltServer" in out[-1]
+
+
+def test_the_default_health_note_names_the_path_of_a_unix_socket_url(
+    tree: dict[str, Any],
+) -> None:
+    state = Path(tree["state"], "procslice-demo")
+    lines = state.read_text().split("\n")
+    state.write_text("\n".join(lines[:3]) + "\n\n")  # no healthy release recorded yet
+    url = "http+unix://%2Frun%2Fprocslice%2Fdemo%2Fhttp.sock/healthz"
+    assert decide(tree, health_url=url, health_default=True)["health_default"] == "/healthz"

@@ -244,3 +244,74 @@ def test_data_directories_render_as_systemd_directories_with_their_subdirectorie
     # A service without directories renders byte for byte as before: no restart.
     plain = ENV.get_template(HARDENING).render(service=normalised("aio"), **VARS)
     assert "Directory" not in plain and plain.rstrip().endswith("DevicePolicy=closed")
+
+
+# ---- unix sockets in listen --------------------------------------------------------------
+
+UNIX = "unix:/run/procslice/api/http.sock"
+
+
+@pytest.mark.parametrize("model", ["aio", "swoole", "gunicorn"])
+def test_unix_listen_becomes_a_socket_file_with_owner_mode_and_directory(model: str) -> None:
+    service = normalised(model, listen=[UNIX, "127.0.0.1:8002"], socket_group="www-data")
+    template = f"{'gunicorn' if model == 'gunicorn' else 'supervisor'}/{SOCKET}"
+    text = ENV.get_template(template).render(service=service, **VARS)
+    socket_unit = unit(text)["Socket"]
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("ListenStream=")] == [
+        "ListenStream=/run/procslice/api/http.sock",
+        "ListenStream=127.0.0.1:8002",
+    ]
+    assert socket_unit["SocketUser"] == "procslice-api"
+    assert socket_unit["SocketGroup"] == "www-data"
+    assert socket_unit["SocketMode"] == "0660"
+    # systemd creates the parent directories of the socket itself
+    assert socket_unit["DirectoryMode"] == "0755"
+
+
+def test_tcp_only_socket_unit_sets_no_socket_owner() -> None:
+    text = render("aio", SOCKET, normalised("aio"))
+    assert "SocketUser=" not in text
+    assert "SocketMode=" not in text
+
+
+def test_rendered_runtime_config_keeps_the_unix_listen(tmp_path: Path) -> None:
+    path = tmp_path / "procslice.toml"
+    path.write_text(render("aio", TOML, normalised("aio", listen=[UNIX])))
+    assert load(str(path), model="aio").listen == (UNIX,)
+
+
+def test_rendered_gunicorn_config_binds_the_unix_socket(tmp_path: Path) -> None:
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    service = normalised(
+        "gunicorn",
+        app="hello_wsgi:app",
+        package={"source": "examples/hello_wsgi"},
+        listen=[UNIX, "127.0.0.1:8002"],
+        workers=2,
+    )
+    env = jinja2.Environment(
+        loader=ENV.loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+    env.filters.update(ENV.filters, bool=bool)  # Ansible's bool filter, for these values
+    text = env.get_template("gunicorn/etc/procslice/SERVICE/gunicorn.conf.py.j2").render(
+        service=service,
+        __procslice_gunicorn_estimate=64 * 1024**2,
+        __procslice_gunicorn_worker_classes={"sync": "sync", "gthread": "gthread"},
+        **VARS,
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
+    cfg = gunicorn_config.Config()
+    cfg.set("bind", namespace["bind"])
+    # gunicorn's own parse: a unix socket is a path, a TCP address a (host, port) pair
+    assert cfg.address == ["/run/procslice/api/http.sock", ("127.0.0.1", 8002)]
+
+
+def test_unix_only_socket_unit_sets_no_tcp_option() -> None:
+    text = render("aio", SOCKET, normalised("aio", listen=[UNIX]))
+    assert "NoDelay=" not in text
+    assert "NoDelay=true" in render("aio", SOCKET, normalised("aio"))

@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shlex
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -154,7 +155,15 @@ COMMON_SERVICE_KEYS = (
     "state",
     "directories",
     "purge",
+    "socket_user",
+    "socket_group",
+    "socket_mode",
 )
+# The owner and mode of a unix socket in listen (SocketUser=/SocketGroup=/SocketMode=
+# on the .socket unit); None for user and group: the service's own user and group.
+SOCKET_DEFAULTS: dict[str, Any] = {"socket_user": None, "socket_group": None, "socket_mode": "0660"}
+# sun_path is 108 bytes with the terminating NUL (unix(7)).
+UNIX_PATH_MAX = 107
 GUNICORN_KEYS = (
     "worker_class",
     "threads",
@@ -736,6 +745,30 @@ def _slices(slices: Any, errors: _Errors) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------
 
 
+def _parse_unix_listen(value: str) -> str:
+    """ "unix:/run/procslice/api/http.sock" -> "/run/procslice/api/http.sock"."""
+    socket_path = value[len("unix:") :]
+    hint = 'write an absolute path (e.g. "unix:/run/procslice/api/http.sock")'
+    if not socket_path:
+        raise ProcsliceDataError(f"{_show(value)} has no path after unix:; {hint}")
+    if not socket_path.startswith("/"):
+        raise ProcsliceDataError(
+            f"{_show(value)}: {_show(socket_path)} is a relative path (systemd binds it "
+            f"before the service has a working directory); {hint}"
+        )
+    size = len(socket_path.encode())
+    if size > UNIX_PATH_MAX:
+        raise ProcsliceDataError(
+            f"{_show(value)}: the path is {size} bytes, over the {UNIX_PATH_MAX} a unix socket "
+            "address holds; use a shorter path (e.g. under /run/procslice/)"
+        )
+    if any(part in (".", "..") for part in socket_path.split("/")) or socket_path.endswith("/"):
+        raise ProcsliceDataError(
+            f"{_show(value)}: {_show(socket_path)} is not a normalized file path; {hint}"
+        )
+    return socket_path
+
+
 def _parse_listen(value: Any) -> tuple[str, int]:
     """ "0.0.0.0:8000" / "[::1]:8000" -> (host, port)."""
     hint = 'write an IP address and a port (e.g. "0.0.0.0:8000" or "[::]:8000")'
@@ -933,7 +966,29 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     listen: list[str] = []
     ports: list[int] = []
     binds: list[tuple[str, int, str, str]] = []  # (host, port, proto, key path)
+    # unix sockets in listen: (path, key path), checked across services in _cross_checks
+    unix_binds: list[tuple[str, str]] = []
     for index, item in enumerate(listen_raw):
+        if isinstance(item, str) and item.strip().startswith("unix:"):
+            if model == "podman":
+                errors.add(
+                    f"{path}.listen[{index}]",
+                    f"{_show(item)}: a podman service cannot listen on a unix socket (its "
+                    "ports are published by podman); publish a port with ports (e.g. "
+                    '"127.0.0.1:8080:80") or run the app under gunicorn, aio or swoole',
+                )
+                continue
+            try:
+                socket_path = _parse_unix_listen(item.strip())
+            except ProcsliceDataError as exc:
+                errors.add(f"{path}.listen[{index}]", str(exc))
+                continue
+            if f"unix:{socket_path}" in listen:
+                errors.add(f"{path}.listen[{index}]", f"{item} is listed twice; remove one")
+                continue
+            listen.append(f"unix:{socket_path}")
+            unix_binds.append((socket_path, f"{path}.listen[{index}]"))
+            continue
         try:
             host, port = _parse_listen(item)
         except ProcsliceDataError as exc:
@@ -1064,8 +1119,11 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
     if not isinstance(purge, bool):
         errors.add(f"{path}.purge", f"{_show(purge)} is not true or false")
         purge = False
+    sockets = _socket_settings(entry, path, errors, model)
     if name is None:
         return None
+    sockets["socket_user"] = sockets["socket_user"] or f"procslice-{name}"
+    sockets["socket_group"] = sockets["socket_group"] or f"procslice-{name}"
     service: dict[str, Any] = {
         "name": name,
         "model": model,
@@ -1092,7 +1150,11 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         # publish list itself is `publish`)
         "ports": ports,
         "_binds": binds,
+        "_unix_binds": unix_binds,
+        # the unix socket paths of listen (for the .socket unit's SocketUser= and co.)
+        "unix_listen": [socket_path for socket_path, _ in unix_binds],
         "_paths": limit_paths,
+        **sockets,
         **supervisor,
         **podman,
     }
@@ -1564,12 +1626,52 @@ def _check_package(package: Any, path: str, errors: _Errors) -> None:
         errors.add(f"{path}.{given[0]}", f"{_show(package[given[0]])} is not a path")
 
 
+def _socket_settings(
+    entry: Mapping[str, Any], path: str, errors: _Errors, model: str | None
+) -> dict[str, Any]:
+    """socket_user, socket_group and socket_mode: the unix sockets' owner and mode."""
+    settings = dict(SOCKET_DEFAULTS)
+    for key in ("socket_user", "socket_group"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]*[$]?", value):
+            errors.add(
+                f"{path}.{key}",
+                f"{_show(value)} is not a user or group name; write e.g. www-data, or leave it "
+                "out for the service's own",
+            )
+            continue
+        settings[key] = value
+    mode = entry.get("socket_mode", SOCKET_DEFAULTS["socket_mode"])
+    if not isinstance(mode, str) or not re.fullmatch(r"0?[0-7]{3}", mode):
+        errors.add(
+            f"{path}.socket_mode",
+            f'{_show(mode)} is not an octal mode; write it quoted, e.g. "0660"',
+        )
+    else:
+        settings["socket_mode"] = mode.zfill(4)
+    if model == "podman":
+        for key in SOCKET_DEFAULTS:
+            if key in entry:
+                errors.add(
+                    f"{path}.{key}",
+                    "a podman service has no unix socket in listen; remove it",
+                )
+    return settings
+
+
 def _health_url(http: Any, listen: list[str], tcp: bool = False) -> str | None:
     """The URL a host probes for its own health check: the first listen address, a
     wildcard (0.0.0.0, [::]) probed on loopback; tcp://HOST:PORT for a TCP check (a
-    connection accepted is healthy)."""
+    connection accepted is healthy). A unix socket gives http+unix://PATH/HTTP_PATH
+    (unix://PATH for a TCP-style check) with the socket path percent-encoded, /
+    included: http+unix://%2Frun%2Fprocslice%2Fapi%2Fhttp.sock/healthz."""
     if not listen or not (isinstance(http, str) or tcp is True):
         return None
+    if str(listen[0]).startswith("unix:"):
+        quoted = urllib.parse.quote(str(listen[0])[len("unix:") :], safe="")
+        return f"http+unix://{quoted}{http}" if isinstance(http, str) else f"unix://{quoted}"
     host, _, port = str(listen[0]).rpartition(":")
     host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
     if isinstance(http, str):
@@ -1786,6 +1888,20 @@ def _cross_check(
                 f"{bound} is below the {total} tasks its services' workers need together "
                 f"({detail}); raise it or lower their workers",
             )
+
+    # no two services on one unix socket
+    socket_owners: dict[str, str] = {}
+    for svc in present:
+        for socket_path, key_path in svc.get("_unix_binds", []):
+            if socket_path in socket_owners:
+                errors.add(
+                    key_path,
+                    f"unix:{socket_path} is also {socket_owners[socket_path]}; give each "
+                    f"service a socket of its own (e.g. unix:/run/procslice/{svc['name']}/"
+                    "http.sock)",
+                )
+            else:
+                socket_owners[socket_path] = key_path
 
     # no two services on one port of one address
     owners: list[tuple[str, int, str, str, str]] = []  # host, port, proto, owner path, key path

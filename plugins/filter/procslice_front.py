@@ -2,7 +2,11 @@
 
 procslice_front_frontends(services) -> list[dict]
     one frontend per present service with an HTTP health check and a port:
-    name, bind 0.0.0.0:<port>, port, health (the check's path).
+    name, bind 0.0.0.0:<port>, port, health (the check's path). A service that listens
+    only on unix sockets has no port another host can reach: it is left out.
+procslice_front_left_out(services) -> list[str]
+    a note for each present service with an HTTP health check that the front leaves
+    out because it listens only on unix sockets.
 procslice_front_backends(hosts, hostvars) -> list[dict]
     one server per fleet host: name (inventory name), address (procslice_address,
     else ansible_host, else the name).
@@ -33,6 +37,21 @@ def procslice_front_frontends(services: Iterable[Mapping[str, Any]]) -> list[dic
     return frontends
 
 
+def procslice_front_left_out(services: Iterable[Mapping[str, Any]]) -> list[str]:
+    notes = []
+    for service in services:
+        health = service.get("health") or {}
+        if service.get("state", "present") != "present" or not health.get("http"):
+            continue
+        if service.get("unix_listen") and not service.get("ports"):
+            notes.append(
+                f"procslice_services[{service['name']}] listens only on unix sockets "
+                f"({', '.join(service['unix_listen'])}), which the front host cannot reach: "
+                "it is left out of the front; add an IP:port to its listen to put it in"
+            )
+    return notes
+
+
 def procslice_front_backends(
     hosts: Iterable[str], hostvars: Mapping[str, Any]
 ) -> list[dict[str, str]]:
@@ -49,4 +68,5 @@ class FilterModule:
         return {
             "procslice_front_frontends": procslice_front_frontends,
             "procslice_front_backends": procslice_front_backends,
+            "procslice_front_left_out": procslice_front_left_out,
         }

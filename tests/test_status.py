@@ -11,7 +11,7 @@ import http.client
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -762,10 +762,17 @@ def _runtime_text(workers: int, rss: int) -> str:
 @contextlib.contextmanager
 def runtime_endpoint(workers: int) -> Iterator[int]:
     """A real HTTP server on loopback answering the runtime's metrics; its port."""
-    body = _runtime_text(workers, 1).encode()
+    with metrics_endpoint(lambda: _runtime_text(workers, 1)) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def metrics_endpoint(text: Callable[[], str]) -> Iterator[int]:
+    """A real HTTP server on loopback answering text() to every GET; its port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            body = text().encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -911,28 +918,13 @@ def test_request_figures_are_rate_5xx_share_and_interpolated_p99() -> None:
 
 def test_status_shows_requests_per_second_errors_and_p99_of_a_runtime(tmp_path: Path) -> None:
     texts = [_request_text(100, 0, [50, 90, 100, 100, 100])]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = texts[-1].encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with metrics_endpoint(lambda: texts[-1]) as port:
         host = fake_v1(tmp_path)
         host.units["procslice-api.service"]["ExecStart"] = (
             "{ path=/srv/procslice/api/current/venv/bin/python ; argv[]=/srv/procslice/api/"
             "current/venv/bin/python -m procslice swoole --config /etc/procslice/api/"
             "procslice.toml ; ignore_errors=no ; start_time=[n/a] }"
         )
-        port = server.server_address[1]
         host.write("etc/procslice/api/procslice.toml", f'metrics_listen = "0.0.0.0:{port}"\n')
 
         def sleep(seconds: float) -> None:  # 200 answers during the 2 s sample
@@ -942,8 +934,6 @@ def test_status_shows_requests_per_second_errors_and_p99_of_a_runtime(tmp_path: 
         [api] = collect(
             root=str(tmp_path), runner=host.systemctl, sleep=sleep, clock=lambda: next(clock)
         )
-    finally:
-        server.shutdown()
     assert api.model == "swoole"
     assert (api.requests_per_second, api.requests_error_ratio) == (100.0, 0.05)
     assert api.requests_p99_seconds == pytest.approx(0.045)

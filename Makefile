@@ -68,8 +68,7 @@ rules: setup ## The alert rules' tests (each rule fires on its case and not on t
 pytest: venv ## Unit, runtime process, filter and preflight tests
 	PYTHONPATH=$(CURDIR)/src pytest -q
 
-molecule: setup ## The fleet scenario beside every role's scenario, one role at a time
-	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet $(ROLES)
+molecule: molecule-roles molecule-fleet ## Every role's scenario, then the fleet scenario
 
 # Two scenarios at a time (MOLECULE_JOBS), each on its own test host; logs per role.
 MOLECULE_JOBS ?= 2

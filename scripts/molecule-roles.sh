@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Run molecule scenarios, MOLECULE_JOBS at a time (default 2), longest first: each
 # role's, and `fleet` (molecule/fleet); each one's output goes to
-# .cache/logs/molecule-<role>.log. `make molecule` runs the fleet (about 19 min) in one
-# slot while the role scenarios (about 23 min together) run one after another in the
-# other. Prints one line per scenario as it ends (with its testinfra count and
+# .cache/logs/molecule-<role>.log. (`make molecule` runs the role scenarios this way,
+# then the fleet alone: beside the fleet's deploys the load-sensitive role tests, the
+# gunicorn reload under load, counted a failed request.) Prints one line per scenario as it ends (with its testinfra count and
 # seconds), and for a failed one what failed (scripts/molecule-summary.sh). Exit 1 if
 # any failed.
 #   scripts/molecule-roles.sh [fleet] ROLE...

@@ -54,47 +54,6 @@ def test_service_answers_through_its_socket(host, name):
     assert f"TriggeredBy={socket}" in props
 
 
-UNIX_SOCKET = "/run/procslice/hello-unix/http.sock"
-
-
-def test_unix_socket_service_answers_over_its_socket_file(host):
-    assert host.service(unit("hello-unix")).is_running, journal(host, "hello-unix")
-    assert host.service("procslice-hello-unix.socket").is_running
-    answer = host.check_output(
-        f"curl -fsS --max-time 10 --unix-socket {UNIX_SOCKET} http://localhost/healthz"
-    )
-    assert answer == "ok"
-    sock = host.file(UNIX_SOCKET)
-    assert sock.is_socket
-    assert (sock.user, sock.group, sock.mode) == ("procslice-hello-unix", "adm", 0o660)
-    props = host.check_output(f"systemctl show -p TriggeredBy {unit('hello-unix')}")
-    assert "TriggeredBy=procslice-hello-unix.socket" in props
-
-
-def test_unix_socket_service_passed_its_health_gate_over_the_socket(host):
-    url = "http+unix://%2Frun%2Fprocslice%2Fhello-unix%2Fhttp.sock/healthz"
-    args = host.file("/var/lib/procslice/applied/procslice-hello-unix.args")
-    assert url in args.content_string.splitlines(), args.content_string
-    report = json.loads(host.check_output("/usr/local/bin/procslice status --json"))
-
-    def find(node):
-        if isinstance(node, dict):
-            if node.get("service") == "hello-unix":
-                return node
-            node = list(node.values())
-        if isinstance(node, list):
-            for item in node:
-                found = find(item)
-                if found:
-                    return found
-        return None
-
-    entry = find(report)
-    assert entry is not None, report
-    assert entry["health"]["url"] == url
-    assert entry["health"]["state"] == "ok", (entry["health"], journal(host, "hello-unix"))
-
-
 def test_workers_auto_sized_from_the_cpu_quota_not_the_host(host):
     cpus = int(host.check_output("nproc"))
     # What a process in the service's slice sees (a process of the login session would

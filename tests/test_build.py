@@ -30,23 +30,26 @@ plan = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(plan)
 
 
+def build_spec(base: Path, package: dict[str, str], runtime: Path, constraints: Path) -> dict:
+    """wheelhouse.py's input for one aio service "api" with this package."""
+    return {
+        "services": [{"name": "api", "model": "aio", "state": "present", "package": package}],
+        "base_dir": str(base),
+        "runtime_source": str(runtime),
+        "constraints": str(constraints),
+        "cache_dir": str(base / "cache"),
+    }
+
+
 def test_a_wheel_pip_cannot_read_fails_with_pips_error_first(tmp_path: Path) -> None:
     # Not a wheel at all: pip refuses it without asking any index.
     (tmp_path / "api-1.0-py3-none-any.whl").write_bytes(b"not a zip archive")
-    spec = {
-        "services": [
-            {
-                "name": "api",
-                "model": "aio",
-                "state": "present",
-                "package": {"wheel": "api-1.0-py3-none-any.whl"},
-            }
-        ],
-        "base_dir": str(tmp_path),
-        "runtime_source": str(REPO),
-        "constraints": str(REPO / "requirements" / "service.txt"),
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    spec = build_spec(
+        tmp_path,
+        {"wheel": "api-1.0-py3-none-any.whl"},
+        REPO,
+        REPO / "requirements" / "service.txt",
+    )
     run = subprocess.run(
         [sys.executable, str(WHEELHOUSE)],
         input=json.dumps(spec),
@@ -151,20 +154,7 @@ def locked(tmp_path: Path) -> dict[str, Any]:
         "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
         "UV_NO_CONFIG": "1",
     }
-    spec = {
-        "services": [
-            {
-                "name": "api",
-                "model": "aio",
-                "state": "present",
-                "package": {"requirements": "app/requirements.txt"},
-            }
-        ],
-        "base_dir": str(tmp_path),
-        "runtime_source": str(runtime),
-        "constraints": str(constraints),
-        "cache_dir": str(tmp_path / "cache"),
-    }
+    spec = build_spec(tmp_path, {"requirements": "app/requirements.txt"}, runtime, constraints)
     return {
         "spec": spec,
         "env": env,

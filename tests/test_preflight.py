@@ -191,7 +191,7 @@ BAD: dict[str, Case] = {
     ),
     "podman_userns_not_a_range": Case(
         None,
-        ["procslice_podman_userns=auto is not START:COUNT", "No host was changed"],
+        ["procslice_podman_userns=auto is not START:COUNT", "no host was changed"],
         args=["-e", "procslice_podman_userns=auto"],
     ),
     "bad_listen": Case(

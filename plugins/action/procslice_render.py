@@ -3,16 +3,21 @@
 The shared part of the model roles (procslice_unit): each role names its templates
 (src, dest with @UNIT@/@NAME@/@USER@/@MODEL@, owner, group, mode, and the class that
 says what a change needs: restart, reload or limits); this action renders them for
-every service with the task's variables (the including role's own), and sets
+every service with the task's variables (the including role's own), and returns
 
-- __procslice_unit_rendered: every file with its content, and
-- __procslice_unit_specs: one plan spec per service (the files by class, exactly the
-  lists procslice-activate fingerprints),
+- rendered: every file with its content, and
+- specs: one plan spec per service (the files by class, exactly the lists
+  procslice-activate fingerprints),
 
-for the plan (procslice_plan) and the apply (procslice_files, procslice-activate).
+for the plan (procslice_plan) and the apply (procslice_files, procslice-activate); the
+roles register the result as __procslice_unit_render (the slices: __procslice_slices_render).
 With loop_var (procslice_slices: slice) the items are named otherwise in the templates.
-With collect (first, specs: the plan phase) it also gathers the roles' results in
-__procslice_plan_rendered and __procslice_plan_specs, so no set_fact is needed between.
+With collect (first, specs: the plan phase) it also carries the roles' results along
+from one render to the next (plan_rendered: the first role's files, plan_specs: every
+role's specs, read from the __procslice_unit_render registered before), so no set_fact
+is needed between.
+Registered, not returned as facts: facts of an action go to the fact cache, which
+ansible-playbook then reads back (and decodes) at every task of every host.
 One task instead of a lookup per file: a template lookup copies every variable of the
 host for each file, which made rendering most of a no-op deploy's time.
 """
@@ -70,22 +75,24 @@ class ActionModule(ActionBase):
         # the build's wheelhouses are keyed by build (name, package, model): this host's
         mine = _data.procslice_build_pick(wheelhouses, services)
         specs = _plan.procslice_unit_specs(services, rendered, root, mine)
-        result["changed"] = False
-        result["ansible_facts"] = {
-            "__procslice_unit_rendered": rendered,
-            "__procslice_unit_specs": specs,
-        }
+        result.update(changed=False, rendered=rendered, specs=specs)
         # The plan phase renders every role in a row (procslice_plan): collect: first
-        # starts its lists with this role's files, collect: specs adds this role's specs.
+        # starts its lists with this role's files, collect: specs adds this role's specs
+        # to those the render before registered.
         collect = args.get("collect")
         if collect == "first":
-            result["ansible_facts"] |= {
-                "__procslice_plan_rendered": rendered,
-                "__procslice_plan_specs": [],
-            }
+            result.update(plan_rendered=rendered, plan_specs=[])
         elif collect == "specs":
-            earlier = list(task_vars.get("__procslice_plan_specs") or [])
-            result["ansible_facts"]["__procslice_plan_specs"] = earlier + specs
+            earlier = task_vars.get("__procslice_unit_render") or {}
+            if "plan_specs" not in earlier:
+                raise AnsibleActionFail(
+                    "procslice_render: collect: specs needs a render with collect: first "
+                    "registered as __procslice_unit_render before it"
+                )
+            result.update(
+                plan_rendered=earlier["plan_rendered"],
+                plan_specs=list(earlier["plan_specs"]) + specs,
+            )
         elif collect:
             raise AnsibleActionFail(f"procslice_render: collect: {collect!r}; use first or specs")
         return result

@@ -183,6 +183,19 @@ def procslice_plan_todo(plan: Mapping[str, Any] | None) -> list[str]:
     return sorted(todo)
 
 
+def procslice_plan_live_limits(plan: Mapping[str, Any] | None) -> bool:
+    """Whether a host's plan is only live limit changes of slices that exist.
+
+    Such a host is applied by deploy.yml's "Apply live slice limits" play in one module
+    call (the deploy lock, the slice units, daemon-reload): no service is touched, none
+    is drained, and no new or removed slice needs starting or stopping."""
+    if not plan or plan.get("drained") or plan.get("disrupts"):
+        return False
+    slices = [entry.get("action") for entry in (plan.get("slices") or {}).values()]
+    changed = [action for action in slices if action != "nothing"]
+    return procslice_plan_todo(plan) == ["slices"] and all(a == "limits" for a in changed)
+
+
 def procslice_activate_argv(spec: Mapping[str, Any]) -> list[str]:
     """procslice-activate's arguments for one plan spec."""
     argv = ["/usr/local/lib/procslice/activate", spec["unit"]]
@@ -287,6 +300,7 @@ class FilterModule:
             "procslice_activate_argv": procslice_activate_argv,
             "procslice_planned": procslice_planned,
             "procslice_plan_todo": procslice_plan_todo,
+            "procslice_plan_live_limits": procslice_plan_live_limits,
             "procslice_plan_merge": procslice_plan_merge,
             "procslice_plan_absent": procslice_plan_absent,
             "procslice_plan_slices": procslice_plan_slices,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import json
 import os
 import pwd
 import stat
+import subprocess
 import tempfile
 from typing import Any
 
@@ -40,6 +42,24 @@ options:
       deployed on this host); the others are skipped and listed in skipped_paths.
     type: bool
     default: false
+  daemon_reload:
+    description: >-
+      Run C(systemctl daemon-reload) after the writes when any file changed: a changed
+      slice unit's limits then apply live (deploy.yml's live limit change).
+    type: bool
+    default: false
+  lock_holder:
+    description: >-
+      Take the host's deploy lock with this holder (procslice_lock_holder) before
+      writing, and release it after, in the same call (procslice-lock acquire
+      --wait 0, then release; both audited). When another run holds the lock nothing
+      is written and the holder is returned in C(held), for the caller's wait or
+      take-over (roles/procslice_lock).
+    type: dict
+  lock_tool:
+    description: The lock tool the procslice_lock role installs.
+    type: str
+    default: /usr/local/lib/procslice/lock
 author: procslice
 """
 
@@ -52,6 +72,10 @@ skipped_paths:
   description: With existing_parents_only, the files whose directory is not there.
   type: list
   returned: always
+held:
+  description: With lock_holder, the holder of the lock when another run holds it (nothing written).
+  type: dict
+  returned: when the lock is held by another run
 """
 
 
@@ -129,16 +153,51 @@ def ensure_file(spec: dict[str, Any], check: bool) -> tuple[bool, str | None]:
     return True, (old.decode(errors="replace") if old is not None else "")
 
 
+def _lock(module: AnsibleModule, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [module.params["lock_tool"], *args], capture_output=True, text=True, check=False
+    )
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "files": {"type": "list", "elements": "dict", "default": []},
             "directories": {"type": "list", "elements": "dict", "default": []},
             "existing_parents_only": {"type": "bool", "default": False},
+            "daemon_reload": {"type": "bool", "default": False},
+            "lock_holder": {"type": "dict"},
+            "lock_tool": {"type": "str", "default": "/usr/local/lib/procslice/lock"},
         },
         supports_check_mode=True,
     )
     check = module.check_mode
+    holder = module.params["lock_holder"]
+    if holder and not check:
+        taken = _lock(module, "acquire", "--holder", json.dumps(holder), "--wait", "0")
+        if taken.returncode == 75:
+            try:
+                held = json.loads(taken.stdout)
+            except ValueError:
+                held = {"run": "unknown"}
+            module.exit_json(changed=False, changed_paths=[], skipped_paths=[], held=held)
+        if taken.returncode != 0:
+            module.fail_json(
+                msg=f"procslice_files: taking the deploy lock failed: {taken.stderr.strip()}",
+                changed_paths=[],
+            )
+    try:
+        result = write(module, check)
+    finally:
+        if holder and not check:
+            released = _lock(module, "release", "--run", str(holder.get("run", "")))
+            if released.returncode != 0:
+                module.warn(f"releasing the deploy lock failed: {released.stderr.strip()}")
+    module.exit_json(**result)
+
+
+def write(module: AnsibleModule, check: bool) -> dict[str, Any]:
+    """Write the directories and files; daemon-reload after a change if asked."""
     changed_paths: list[str] = []
     skipped_paths: list[str] = []
     diffs: list[dict[str, str]] = []
@@ -170,6 +229,15 @@ def main() -> None:
         )
     except OSError as exc:
         module.fail_json(msg=f"procslice_files: {exc}", changed_paths=changed_paths)
+    if changed_paths and module.params["daemon_reload"] and not check:
+        reload = subprocess.run(
+            ["systemctl", "daemon-reload"], capture_output=True, text=True, check=False
+        )
+        if reload.returncode != 0:
+            module.fail_json(
+                msg=f"procslice_files: systemctl daemon-reload failed: {reload.stderr.strip()}",
+                changed_paths=changed_paths,
+            )
     result: dict[str, Any] = {
         "changed": bool(changed_paths),
         "changed_paths": changed_paths,
@@ -177,7 +245,7 @@ def main() -> None:
     }
     if diffs:
         result["diff"] = diffs
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":

@@ -386,13 +386,17 @@ def test_limits_change_applies_live_across_the_fleet(tmp_path):
     assert restore.returncode == 0
 
     # The same change through deploy.yml: the plan says limits on every host, no process
-    # restarts, so there is no gate for a canary to pass: one batch of all three.
+    # restarts, so there is no gate for a canary to pass: one batch of all three, each
+    # host one module call (lock, slice unit, daemon-reload), and no rolling play.
     run = playbook("deploy.yml", "-e", f"@{extra}")
     assert run.returncode == 0, run.stdout[-3000:]
-    batches = run.stdout.split("PLAY [Apply slices, releases and units]")[1:]
+    batches = run.stdout.split("PLAY [Apply live slice limits]")[1:]
     assert len(batches) == 1, f"{len(batches)} batches"
+    live = batches[0].split("PLAY [Apply slices, releases and units]")
     for name in HOSTS:
-        assert f"[{name}]" in batches[0]
+        assert f"changed: [{name}]" in live[0], live[0]
+    assert live[0].count("TASK [") == 2, live[0]  # the write; the lock fallback skipped
+    assert "skipping: no hosts matched" in live[1].split("PLAY RECAP")[0], live[1]
     after = fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes")
     for name in HOSTS:
         assert after[name][0] == before[name][0], "the service was restarted"

@@ -217,10 +217,11 @@ def test_rollback_refuses_bad_input_before_any_host_changes():
         assert held.returncode != 0, f"{host} still holds the deploy lock"
 
 
-def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():
+def test_a_second_run_waits_for_or_stops_at_the_deploy_lock(tmp_path):
     """A run of this controller that is alive holds host1's lock (a process of ours
-    stands in for its ansible-playbook): a limit change stops naming it, or waits for
-    it with procslice_lock_wait and runs once it is released."""
+    stands in for its ansible-playbook): a limit change stops naming it (limits.yml, and
+    deploy.yml's one-call live limits, which leaves the host to the rolling play's
+    lock), or waits for it with procslice_lock_wait and runs once it is released."""
     host1 = sorted(HOSTS)[0]
     node = os.uname().nodename
     holder_process = subprocess.Popen(["sleep", "600"])
@@ -247,6 +248,19 @@ def test_a_second_run_waits_for_or_stops_at_the_deploy_lock():
             -3000:
         ]
         assert f"pid {holder_process.pid}" in out
+        data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
+        for item in data["procslice_slices"]:
+            if item["name"] == "web":
+                item["memory_max"] = "880M"
+        extra = tmp_path / "limits.json"
+        extra.write_text(json.dumps({"procslice_slices": data["procslice_slices"]}))
+        refused = playbook("deploy.yml", "-l", host1, "-e", f"@{extra}")
+        out = refused.stdout + refused.stderr
+        assert refused.returncode != 0, out[-3000:]
+        assert f"{host1} is locked by another procslice run: deploy by ann@{node}" in out, out[
+            -3000:
+        ]
+        assert "880M" not in on(host1, "cat /etc/systemd/system/procslice-web.slice")
         waiter = playbook_in_background(
             "playbooks/limits.yml", "-l", host1, "-e", "procslice_lock_wait=300"
         )

@@ -432,8 +432,11 @@ def archive_image_id(path: Path, cache: dict[str, Any]) -> str | None:
     return found
 
 
-def main() -> int:
-    spec = json.load(sys.stdin)
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Build (or find) every service's wheelhouse: the output documented above.
+
+    A service that cannot be built raises SystemExit with the message for the operator
+    (plugins/action/procslice_build.py runs this in the controller's own process)."""
     changed = False
     wheelhouses: dict[str, Any] = {}
     image_ids: dict[str, str] = {}  # by the archive's path
@@ -459,7 +462,11 @@ def main() -> int:
     if image_ids:
         id_cache_file.parent.mkdir(parents=True, exist_ok=True)
         id_cache_file.write_text(json.dumps(id_cache))
-    json.dump({"changed": changed, "wheelhouses": wheelhouses, "image_ids": image_ids}, sys.stdout)
+    return {"changed": changed, "wheelhouses": wheelhouses, "image_ids": image_ids}
+
+
+def main() -> int:
+    json.dump(run(json.load(sys.stdin)), sys.stdout)
     return 0
 
 

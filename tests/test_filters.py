@@ -1674,3 +1674,98 @@ def _front_filters() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---- metrics and StatsD (gunicorn, aio, swoole) ---------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gunicorn", "aio", "swoole"])
+def test_metrics_and_statsd_defaults(model: str) -> None:
+    svc = service(supervisor(model=model))
+    assert (svc["metrics_listen"], svc["request_metrics"]) == ("", True)
+    assert (svc["statsd"], svc["statsd_tags"]) == ("", False)
+    assert svc["statsd_prefix"] == "api"  # the service's name
+
+
+def test_gunicorn_takes_metrics_listen_and_statsd() -> None:
+    svc = service(
+        gunicorn(
+            listen=["0.0.0.0:8000"],
+            metrics_listen="127.0.0.1:9004",
+            request_metrics=False,
+            statsd="127.0.0.1:8125",
+            statsd_prefix="prod.api",
+        )
+    )
+    assert svc["metrics_listen"] == "127.0.0.1:9004"
+    assert svc["request_metrics"] is False
+    assert (svc["statsd"], svc["statsd_prefix"]) == ("127.0.0.1:8125", "prod.api")
+
+
+def test_statsd_tags_make_the_service_a_tag_instead_of_a_prefix() -> None:
+    svc = service(supervisor(statsd="[::1]:8125", statsd_tags=True))
+    assert (svc["statsd"], svc["statsd_prefix"], svc["statsd_tags"]) == ("[::1]:8125", "", True)
+    assert service(supervisor(statsd_tags=True, statsd_prefix="web"))["statsd_prefix"] == "web"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("localhost:8125", '"localhost" is not an IP address (the runtimes look no name up'),
+        ("statsd.internal:8125", '"statsd.internal" is not an IP address'),
+        ("127.0.0.1", "is not IP:port; write"),
+        ("127.0.0.1:0", "the port must be 1 to 65535"),
+        ("::1:8125", "write an IPv6 address in brackets"),
+        (8125, "is not IP:port; write"),
+    ],
+)
+@pytest.mark.parametrize("model", ["gunicorn", "aio"])
+def test_error_statsd_not_an_address_names_the_key_and_the_fix(
+    value: Any, why: str, model: str
+) -> None:
+    message = one_error(services=[supervisor(model=model, statsd=value)])
+    assert message.startswith(f"procslice_services[api].statsd: {ps._show(value)} is not IP:port")
+    assert why in message
+    assert message.endswith('e.g. statsd: "127.0.0.1:8125", or "" for none')
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("statsd_prefix", "api..web", "is not a StatsD prefix; write dot-separated parts"),
+        ("statsd_prefix", "api web", "is not a StatsD prefix"),
+        ("statsd_prefix", 7, "is not a StatsD prefix"),
+        ("statsd_tags", "yes", "is not true or false"),
+        ("request_metrics", "off", "is not true or false"),
+        ("metrics_listen", "localhost:9100", "is not an address"),
+    ],
+)
+def test_error_metrics_setting_of_the_wrong_type(key: str, value: Any, text: str) -> None:
+    message = one_error(services=[gunicorn(**{key: value})])
+    assert message.startswith(f"procslice_services[api].{key}: {ps._show(value)} {text}")
+
+
+@pytest.mark.parametrize("key", ["metrics_listen", "request_metrics", "statsd", "statsd_tags"])
+def test_error_metrics_keys_on_a_podman_service(key: str) -> None:
+    value = {"request_metrics": True, "statsd_tags": True}.get(key, "127.0.0.1:9100")
+    data = {"name": "proxy", "model": "podman", "image": "docker.io/library/nginx:1.27", key: value}
+    message = one_error(services=[data])
+    assert message.startswith(f"procslice_services[proxy].{key}: a podman service's app runs")
+    assert message.endswith("remove it")
+
+
+def test_error_gunicorn_metrics_listen_on_its_own_listen_port() -> None:
+    data = gunicorn(listen=["0.0.0.0:8000"], metrics_listen="127.0.0.1:8000")
+    message = one_error(services=[data])
+    assert message.startswith("procslice_services[api].metrics_listen: 127.0.0.1:8000 is one")
+
+
+def test_metrics_keys_reach_the_runtime_config() -> None:
+    from dataclasses import fields
+
+    from procslice import config
+
+    runtime = {f.name for f in fields(config.ServiceConfig)}
+    # statsd_tags is a flag here; the runtime takes the tags themselves (dogstatsd_tags)
+    assert set(ps.METRICS_KEYS) - {"statsd_tags"} <= runtime
+    assert "dogstatsd_tags" in runtime

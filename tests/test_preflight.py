@@ -194,6 +194,12 @@ BAD: dict[str, Case] = {
         ["procslice_podman_userns=auto is not START:COUNT", "no host was changed"],
         args=["-e", "procslice_podman_userns=auto"],
     ),
+    # A variable of a role deploy.yml imports without its own check: preflight checks it.
+    "plan_only_not_a_bool": Case(
+        None,
+        ["argument 'procslice_plan_only' is of type", "unable to convert to bool"],
+        args=["-e", "procslice_plan_only=maybe"],
+    ),
     "bad_listen": Case(
         lambda d: _svc(d, "api").update(listen=["localhost:8000"]),
         ["procslice_services[api].listen[0]", "is not an IPv4 address"],
@@ -283,7 +289,8 @@ BAD: dict[str, Case] = {
     ),
     "services_not_a_list": Case(
         data={"procslice_services": {"api": {"model": "gunicorn"}}},
-        expect=["argument 'procslice_services' is of type dict"],
+        # the filter's message first: it names the fix
+        expect=['procslice_services: {"api": {"model": "gunicorn"}} is not a list; write a list'],
     ),
 }
 
@@ -302,6 +309,15 @@ BAD["layer_is_not_a_list"] = Case(
     expect=['procslice_services__90_host: {"name": "api"} is not a list'],
 )
 
+# Metrics and StatsD: a host name where the runtimes need an IP address.
+BAD["statsd_not_an_ip_address"] = Case(
+    lambda d: _svc(d, "edge").update(statsd="statsd.internal:8125"),
+    [
+        'procslice_services[edge].statsd: "statsd.internal:8125" is not IP:port',
+        'e.g. statsd: "127.0.0.1:8125"',
+    ],
+)
+
 GOOD: dict[str, Case] = {
     "good_data_in_layers": Case(
         args=["--tags", "procslice_preflight", "-v"],  # -v: the assert's success message
@@ -317,6 +333,24 @@ GOOD: dict[str, Case] = {
     # Every model and the compose vocabulary; only the preflight tasks run (the build
     # would build real wheelhouses): no other task, so no host is contacted at all.
     "good_data_every_model": Case(args=["--tags", "procslice_preflight"]),
+    # The metrics and StatsD keys on each model that takes them (the argument spec
+    # documents them all).
+    "good_data_metrics_and_statsd": Case(
+        args=["--tags", "procslice_preflight"],
+        data={
+            "procslice_slices": copy.deepcopy(SLICES),
+            "procslice_services": [
+                {
+                    **copy.deepcopy(SERVICES[0]),
+                    "metrics_listen": "127.0.0.1:9004",
+                    "request_metrics": True,
+                    "statsd": "127.0.0.1:8125",
+                    "statsd_tags": True,
+                },
+                {**copy.deepcopy(SERVICES[3]), "statsd": "[::1]:8125", "statsd_prefix": "edge"},
+            ],
+        },
+    ),
     # The whole deploy.yml, untagged: podman services need no build, so the run goes
     # through preflight and the build play and stops at the unreachable hosts when the
     # plan phase asks them what they run.

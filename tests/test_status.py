@@ -839,6 +839,32 @@ def test_runtime_metrics_are_fetched_from_each_active_runtime(tmp_path):
     assert "hello-aio" not in text and "hello-wsgi" not in text
 
 
+def test_gunicorn_metrics_address_reads_the_rendered_assignment():
+    text = 'import os\nmetrics_listen = "127.0.0.1:9004"\ngunicorn_metrics.configure()\n'
+    assert status.gunicorn_metrics_address(text) == "127.0.0.1:9004"
+    assert status.gunicorn_metrics_address('metrics_listen = ""\n') is None
+    assert status.gunicorn_metrics_address("workers = 2\n") is None
+    assert status.gunicorn_metrics_address("def broken(:\n") is None
+
+
+def test_a_gunicorn_services_metrics_are_fetched_like_a_runtimes(tmp_path):
+    statuses = [
+        status.ServiceStatus(
+            service="hello-wsgi",
+            unit="procslice-hello-wsgi.service",
+            model="gunicorn",
+            state="active",
+        )
+    ]
+    with runtime_endpoint(2) as port:
+        (tmp_path / "hello-wsgi").mkdir()
+        (tmp_path / "hello-wsgi" / "gunicorn.conf.py").write_text(
+            f'workers = 2\nmetrics_listen = "127.0.0.1:{port}"\n'
+        )
+        text = status.runtime_metrics(statuses, etc=str(tmp_path))
+    assert 'procslice_workers{service="hello-wsgi"} 2.0' in text
+
+
 def test_tcp_health_url_is_a_connection_check():
     import socket as socket_module
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import jinja2
 import pytest
 from filter_plugin import ps
 
+from procslice import status
 from procslice.config import ConfigError, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,3 +317,142 @@ def test_unix_only_socket_unit_sets_no_tcp_option() -> None:
     text = render("aio", SOCKET, normalised("aio", listen=[UNIX]))
     assert "NoDelay=" not in text
     assert "NoDelay=true" in render("aio", SOCKET, normalised("aio"))
+
+
+# ---- metrics and StatsD ----------------------------------------------------------------
+
+
+def test_rendered_metrics_and_statsd_settings_reach_the_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "procslice.toml"
+    service = normalised(
+        "aio", request_metrics=False, statsd="127.0.0.1:8125", metrics_listen="127.0.0.1:9102"
+    )
+    path.write_text(render("aio", TOML, service))
+    config = load(str(path), model="aio")
+    assert (config.metrics_listen, config.request_metrics) == ("127.0.0.1:9102", False)
+    assert (config.statsd, config.statsd_prefix, config.dogstatsd_tags) == (
+        "127.0.0.1:8125",
+        "api",
+        "",
+    )
+    path.write_text(
+        render("swoole", TOML, normalised("swoole", statsd="[::1]:8125", statsd_tags=True))
+    )
+    config = load(str(path), model="swoole")
+    assert (config.statsd, config.statsd_prefix, config.dogstatsd_tags) == (
+        "[::1]:8125",
+        "",
+        "service:api",
+    )
+    path.write_text(render("aio", TOML, normalised("aio")))
+    assert load(str(path), model="aio").statsd == ""  # off unless set
+
+
+def gunicorn_files(**extra: Any) -> tuple[str, str]:
+    """(gunicorn.conf.py, the .service unit) of a gunicorn service."""
+    service = normalised(
+        "gunicorn",
+        app="hello_wsgi:app",
+        package={"source": "examples/hello_wsgi"},
+        listen=["127.0.0.1:8002"],
+        workers=2,
+        **extra,
+    )
+    env = jinja2.Environment(
+        loader=ENV.loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+    env.filters.update(ENV.filters, bool=bool)  # Ansible's bool filter, for these values
+    config = env.get_template("gunicorn/etc/procslice/SERVICE/gunicorn.conf.py.j2").render(
+        service=service,
+        __procslice_gunicorn_estimate=64 * 1024**2,
+        __procslice_gunicorn_worker_classes={"sync": "sync", "gthread": "gthread"},
+        **VARS,
+    )
+    unit_text = env.get_template("gunicorn/etc/systemd/system/SERVICE.service.j2").render(
+        service=service, **VARS
+    )
+    return config, unit_text
+
+
+def test_gunicorn_with_metrics_listen_gets_the_multiprocess_hooks_and_a_runtime_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from prometheus_client import values
+
+    from procslice import gunicorn_metrics
+
+    # Running the config switches this process to multiprocess mode: undone at teardown.
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    monkeypatch.setattr(gunicorn_metrics, "settings", gunicorn_metrics.Settings())
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    text, unit_text = gunicorn_files(metrics_listen="127.0.0.1:9004", statsd="127.0.0.1:8125")
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == "/run/procslice/api/prometheus"
+    cfg = gunicorn_config.Config()
+    for name in (
+        "on_starting",
+        "when_ready",
+        "post_fork",
+        "child_exit",
+        "pre_request",
+        "post_request",
+        "statsd_host",
+        "statsd_prefix",
+    ):
+        cfg.set(name, namespace[name])  # gunicorn's own validation (a hook's arity)
+    assert cfg.statsd_host == ("127.0.0.1", 8125)
+    assert cfg.statsd_prefix == "api"
+    assert "dogstatsd_tags" not in namespace
+    assert status.gunicorn_metrics_address(text) == "127.0.0.1:9004"
+    service_section = unit(unit_text)["Service"]
+    assert service_section["RuntimeDirectory"] == "procslice/api/prometheus"
+    assert service_section["RuntimeDirectoryMode"] == "0750"
+
+
+def test_gunicorn_without_metrics_listen_has_no_hooks_and_no_runtime_directory() -> None:
+    text, unit_text = gunicorn_files(statsd="127.0.0.1:8125", statsd_tags=True)
+    assert "gunicorn_metrics" not in text and "pre_request" not in text
+    assert "RuntimeDirectory" not in unit_text
+    assert status.gunicorn_metrics_address(text) is None
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
+    assert (namespace["statsd_prefix"], namespace["dogstatsd_tags"]) == ("", "service:api")
+    text, _ = gunicorn_files(metrics_listen="127.0.0.1:9004", request_metrics=False)
+    assert "child_exit = gunicorn_metrics.child_exit" in text
+    assert "pre_request" not in text and "requests=False," in text
+
+
+def test_exporter_serves_the_metrics_of_gunicorn_aio_and_swoole_services() -> None:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(REPO / "roles" / "procslice_service" / "templates")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+    )
+    env.filters.update(ENV.filters)
+    services = [
+        normalised(
+            "gunicorn",
+            name="web",
+            app="hello_wsgi:app",
+            metrics_listen="127.0.0.1:9004",
+            listen=["0.0.0.0:8000"],
+        ),
+        normalised("swoole", metrics_listen="127.0.0.1:9003"),
+        normalised("aio", name="quiet", listen=["0.0.0.0:8001"]),
+    ]
+    text = env.get_template("prometheus-procslice-exporter.service.j2").render(
+        __procslice_service_present=services,
+        procslice_service_exporter_listen="0.0.0.0:9100",
+        **VARS,
+    )
+    exec_start = unit(text)["Service"]["ExecStart"]
+    assert exec_start == (
+        "/usr/local/bin/procslice status --serve 0.0.0.0:9100 "
+        "--runtime-metrics web=127.0.0.1:9004 --runtime-metrics api=127.0.0.1:9003"
+    )

@@ -187,9 +187,23 @@ AIO_KEYS = (
     "max_wait_time",
     "keepalive_timeout",
     "forwarded_allow_ips",
-    "metrics_listen",
     "log_level",
 )
+# Metrics and StatsD, for every model that runs Python: gunicorn (prometheus_client's
+# multiprocess mode, procslice.gunicorn_metrics; gunicorn's own statsd_host) and the
+# aio and swoole runtimes. metrics_listen "" is off: no endpoint unless the operator
+# names an address (it has no authentication: use loopback); statsd "" is off too.
+# statsd_prefix None: the service's name, or none with statsd_tags (the service is then
+# a tag). request_metrics counts the per-request series (procslice_http_*).
+METRICS_KEYS = ("metrics_listen", "request_metrics", "statsd", "statsd_prefix", "statsd_tags")
+METRICS_DEFAULTS: dict[str, Any] = {
+    "metrics_listen": "",
+    "request_metrics": True,
+    "statsd": "",
+    "statsd_prefix": None,
+    "statsd_tags": False,
+}
+STATSD_PREFIX_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 SWOOLE_KEYS = (
     "max_request",
     "max_request_grace",
@@ -199,8 +213,7 @@ SWOOLE_KEYS = (
     "task_max_request",
 )
 # The runtime's defaults (config.ServiceConfig), filled in so templates and
-# cross-checks see every value. metrics_listen "" is off: no metrics endpoint unless
-# the operator names an address (the endpoint has no authentication: use loopback).
+# cross-checks see every value.
 AIO_DEFAULTS: dict[str, Any] = {
     "max_concurrency": 1024,
     "loop_lag_warn_ms": 100,
@@ -208,7 +221,6 @@ AIO_DEFAULTS: dict[str, Any] = {
     "max_wait_time": 5,
     "keepalive_timeout": 5,
     "forwarded_allow_ips": [],
-    "metrics_listen": "",
     "log_level": "info",
 }
 SWOOLE_DEFAULTS: dict[str, Any] = {
@@ -245,7 +257,7 @@ PODMAN_UNIT_MEMORY_HEADROOM = 64 * 1024**2
 PODMAN_UNIT_TASKS_HEADROOM = 32
 VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SERVICE_KEYS = frozenset(
-    {*COMMON_SERVICE_KEYS, *GUNICORN_KEYS, *AIO_KEYS, *SWOOLE_KEYS, *PODMAN_KEYS}
+    {*COMMON_SERVICE_KEYS, *GUNICORN_KEYS, *AIO_KEYS, *SWOOLE_KEYS, *METRICS_KEYS, *PODMAN_KEYS}
 )
 
 GUNICORN_DEFAULTS: dict[str, Any] = {
@@ -1108,6 +1120,7 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
 
     # the aio and swoole supervisors' settings (refused on the models that ignore them)
     supervisor = _supervisor_settings(entry, path, errors, model)
+    metrics = _metrics_settings(entry, path, errors, model, name)
     # podman: the image, its source and the run flags derived from `limits`
     podman = _podman_settings(entry, path, errors, model, directives, limits, limit_paths)
     if model == "podman":
@@ -1156,6 +1169,7 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         "_paths": limit_paths,
         **sockets,
         **supervisor,
+        **metrics,
         **podman,
     }
     # every other key (model-specific settings for the later roles) passes through unchanged
@@ -1239,8 +1253,7 @@ def _supervisor_settings(
 
     The checks mirror src/procslice/config.py, so a value that passes here starts.
     ``memory_limit`` stays as written (``"auto"``, ``"200M"``); ``memory_limit_bytes`` is
-    its value in bytes (None for auto, 0 for off) and ``_metrics_bind`` the parsed
-    ``metrics_listen`` for the port cross-check.
+    its value in bytes (None for auto, 0 for off).
     """
     if model is None or model == "podman":
         return {}
@@ -1283,9 +1296,6 @@ def _supervisor_settings(
             errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
             value = default
         settings[key] = value
-    if settings["metrics_listen"]:
-        host, port = _parse_listen(settings["metrics_listen"])
-        settings["_metrics_bind"] = (host, port, "tcp", f"{path}.metrics_listen")
     if model == "swoole":
         limit = settings["memory_limit"]
         settings["memory_limit_bytes"] = None if limit == "auto" else procslice_size(limit)
@@ -1296,6 +1306,90 @@ def _supervisor_settings(
                 "(e.g. max_request: 10000), or remove max_request_grace",
             )
     return settings
+
+
+def _metrics_settings(
+    entry: Mapping[str, Any], path: str, errors: _Errors, model: str | None, name: str | None
+) -> dict[str, Any]:
+    """metrics_listen, request_metrics and the StatsD keys with their defaults (gunicorn,
+    aio and swoole); errors for them on podman. ``statsd_prefix`` comes out resolved
+    (the service's name unless set, or "" with statsd_tags) and ``_metrics_bind`` is the
+    parsed ``metrics_listen`` for the port cross-check."""
+    if model is None:
+        return {}
+    if model == "podman":
+        for key in METRICS_KEYS:
+            if key in entry:
+                errors.add(
+                    f"{path}.{key}",
+                    "a podman service's app runs in its image: procslice cannot count its "
+                    "requests or send its figures (the host's exporter reports the unit's "
+                    "CPU, memory, tasks and IO); remove it",
+                )
+        return {}
+    settings: dict[str, Any] = {}
+    for key, default in METRICS_DEFAULTS.items():
+        value = entry.get(key, default)
+        problem = _metrics_problem(key, value)
+        if problem:
+            errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
+            value = default
+        settings[key] = value
+    if settings["metrics_listen"]:
+        host, port = _parse_listen(settings["metrics_listen"])
+        settings["_metrics_bind"] = (host, port, "tcp", f"{path}.metrics_listen")
+    if settings["statsd_prefix"] is None:
+        settings["statsd_prefix"] = "" if settings["statsd_tags"] else (name or "")
+    return settings
+
+
+def _metrics_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one metrics or StatsD setting, or None."""
+    if key in ("request_metrics", "statsd_tags"):
+        return None if isinstance(value, bool) else "is not true or false"
+    if key == "metrics_listen":
+        if value == "":
+            return None
+        try:
+            _parse_listen(value)
+        except ProcsliceDataError as exc:
+            return f'is not an address ({exc}); or write "" for no metrics endpoint'
+        return None
+    if key == "statsd":
+        return _statsd_problem(value)
+    # statsd_prefix
+    if value is None or (isinstance(value, str) and (value == "" or STATSD_PREFIX_RE.match(value))):
+        return None
+    return (
+        'is not a StatsD prefix; write dot-separated parts of letters, digits, "_" and "-" '
+        '(e.g. "api" or "prod.api"), or "" for none'
+    )
+
+
+def _statsd_problem(value: Any) -> str | None:
+    """What is wrong with a statsd address, or None ("" is off)."""
+    if value == "":
+        return None
+    fix = (
+        "write the IP address and UDP port of the StatsD server (or the Datadog agent), "
+        'e.g. statsd: "127.0.0.1:8125", or "" for none'
+    )
+    if not isinstance(value, str) or ":" not in value:
+        return f"is not IP:port; {fix}"
+    host, _, port = value.strip().rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return (
+            f"is not IP:port: {_show(host)} is not an IP address (the runtimes look no name "
+            f"up; IPv6 goes in brackets); {fix}"
+        )
+    if address.version == 6 and not bracketed:
+        return f"is not IP:port: write an IPv6 address in brackets ([{host}]:PORT); {fix}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"is not IP:port: the port must be 1 to 65535; {fix}"
+    return None
 
 
 def _forwarded_problem(value: Any) -> str | None:
@@ -1347,14 +1441,6 @@ def _supervisor_problem(key: str, value: Any) -> str | None:
                 "is not a memory limit; write auto (a share of the memory budget), a size "
                 "such as 200M, or 0 to turn recycling on memory off"
             )
-        return None
-    if key == "metrics_listen":
-        if value == "":
-            return None
-        try:
-            _parse_listen(value)
-        except ProcsliceDataError as exc:
-            return f'is not an address ({exc}); or write "" for no metrics endpoint'
         return None
     if key == "log_level":
         if value in LOG_LEVELS:

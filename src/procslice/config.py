@@ -17,6 +17,9 @@ The TOML file holds top-level keys (no table)::
     max_request_grace = 1000
     memory_limit = "auto"        # or "512M", or 0 to disable
     forwarded_allow_ips = ["10.0.0.5"]  # the load balancer: trust its X-Forwarded-*
+    metrics_listen = "127.0.0.1:9003"   # Prometheus metrics from the master
+    statsd = "127.0.0.1:8125"           # the same figures to StatsD, once a second
+    statsd_prefix = "api"
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import ast
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -93,6 +97,9 @@ class ServiceConfig:
     rlimit_nofile: int = 0
     metrics_listen: str = ""  # "": no metrics endpoint
     request_metrics: bool = True  # count procslice_http_* per request (interface asgi)
+    statsd: str = ""  # "IP:port" of a StatsD server; "": none
+    statsd_prefix: str = ""  # starts every StatsD name
+    dogstatsd_tags: str = ""  # "service:api,...": DogStatsD, labels sent as tags
     forwarded_allow_ips: tuple[str, ...] = ()  # (): X-Forwarded-* headers ignored
     log_level: str = "info"
     source: str = field(default="", compare=False)  # the TOML path, for messages
@@ -296,6 +303,50 @@ def _metrics_listen(value: object) -> str:
         raise ValueError(f'must be "host:port" ({exc})') from None
 
 
+def _statsd(value: object) -> str:
+    if value == "":
+        return ""
+    hint = 'must be "IP:port" of a StatsD server (e.g. "127.0.0.1:8125"), or "" for none'
+    if not isinstance(value, str) or value.startswith("unix:"):
+        raise ValueError(hint)
+    try:
+        _address(value)
+    except ValueError as exc:
+        raise ValueError(f"{hint} ({exc})") from None
+    host = value.rpartition(":")[0].strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{hint}: {host!r} is not an IP address") from None
+    return value
+
+
+_STATSD_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_DOGSTATSD_TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*(:[A-Za-z0-9_./-]+)?$")
+
+
+def _statsd_prefix(value: object) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not _STATSD_NAME.match(value):
+        raise ValueError(
+            'must be dot-separated parts of letters, digits, "_" and "-" (e.g. "api"), '
+            'or "" for none'
+        )
+    return value
+
+
+def _dogstatsd_tags(value: object) -> str:
+    if value == "":
+        return ""
+    hint = 'must be comma-separated name:value tags (e.g. "service:api"), or "" for none'
+    if not isinstance(value, str):
+        raise ValueError(hint)
+    if not all(_DOGSTATSD_TAG.match(tag) for tag in value.split(",")):
+        raise ValueError(hint)
+    return value
+
+
 def _forwarded_allow_ips(value: object) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
@@ -340,6 +391,9 @@ _CHECKS: dict[str, Callable[[object], Any]] = {
     "rlimit_nofile": _non_negative_int,
     "metrics_listen": _metrics_listen,
     "request_metrics": _bool,
+    "statsd": _statsd,
+    "statsd_prefix": _statsd_prefix,
+    "dogstatsd_tags": _dogstatsd_tags,
     "forwarded_allow_ips": _forwarded_allow_ips,
     "log_level": _choice(LOG_LEVELS),
 }
@@ -370,6 +424,11 @@ _HELP: dict[str, str] = {
     "metrics_listen": 'serve Prometheus metrics from the master on "host:port" ("" : off)',
     "request_metrics": "count the per-request metrics (procslice_http_*: status classes, "
     "methods, durations, body bytes) in the workers",
+    "statsd": 'send the request and process figures to a StatsD server, "IP:port" (UDP), '
+    'once a second ("": none)',
+    "statsd_prefix": "a prefix for every StatsD name (a dot is added)",
+    "dogstatsd_tags": 'DogStatsD tags for every figure, "name:value,..."; set, the labels '
+    "(status class, method, worker, reason) are sent as tags instead of name parts",
     "forwarded_allow_ips": "proxies whose X-Forwarded-For/-Proto headers set the client "
     'address and scheme: IP addresses or networks, comma-separated, or "*" (none: the '
     "headers are ignored)",

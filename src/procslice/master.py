@@ -44,6 +44,10 @@ other unexpected exit is a crash: respawned at once until crashes flap (more tha
 ``flap_threshold`` in ``FLAP_WINDOW`` seconds), then with exponential back-off.  A
 worker killed by SIGKILL is logged as a possible OOM kill with its last RSS.
 
+With ``statsd`` set, :meth:`Master.tick` sends the process figures (workers, in flight,
+RSS and loop lag per worker, restarts, requests) to StatsD once a second: a
+non-blocking send, dropped when it cannot go (:mod:`procslice.statsd`).
+
 Master exit codes: 0 stopped, 1 unexpected error, 2 bad configuration (cli), 3 a
 worker could not boot or the sockets could not be bound, 4 the app failed to load.
 """
@@ -74,9 +78,11 @@ from procslice.metrics import (
     WorkerSample,
     registry_for,
     render,
+    statsd_process,
 )
 from procslice.sdnotify import Notifier
 from procslice.sockets import Listener, listeners, reuseport_twin
+from procslice.statsd import FLUSH_INTERVAL, StatsdClient
 from procslice.worker import (
     APP_LOAD_ERROR,
     BOOT_ERROR,
@@ -161,6 +167,9 @@ class Master:
         self.wakeup_w = -1
         self.notifier = Notifier()
         self.metrics: MetricsServer | None = None
+        self.statsd: StatsdClient | None = None
+        self.statsd_last: Snapshot | None = None
+        self.next_statsd = 0.0
         self.restarts: Counter[str] = Counter()
         self.retired_served = 0
         self.retired_http = HttpTotals()
@@ -262,6 +271,8 @@ class Master:
             fds += self.metrics.fds()
         if self.notifier.sock is not None:
             fds.append(self.notifier.sock.fileno())
+        if self.statsd is not None:
+            fds.append(self.statsd.sock.fileno())
         return fds
 
     def spawn_task_worker(self, slot: int) -> None:
@@ -301,6 +312,15 @@ class Master:
                 log.error("%s", exc.strerror or exc)
                 return BOOT_ERROR
             log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+        if self.config.statsd:
+            try:
+                self.statsd = StatsdClient(
+                    self.config.statsd, self.config.statsd_prefix, self.config.dogstatsd_tags
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("statsd %s: not sending: %s", self.config.statsd, exc)
+            else:
+                log.info("statsd: figures to %s every %.0f s", self.config.statsd, FLUSH_INTERVAL)
         self.resolve()
         self.split_listeners()
         self.on_start()
@@ -348,6 +368,18 @@ class Master:
         self.update_status()
         if self.metrics is not None:
             self.metrics.expire()
+        if self.statsd is not None and now >= self.next_statsd:
+            self.next_statsd = now + FLUSH_INTERVAL
+            self.flush_statsd()
+
+    def flush_statsd(self) -> None:
+        """Send the process figures to StatsD (a non-blocking send; dropped on error)."""
+        if self.statsd is None:
+            return
+        snap = self.snapshot()
+        statsd_process(self.statsd, snap, self.statsd_last)
+        self.statsd_last = snap
+        self.statsd.flush()
 
     # ------------------------------------------------------------------ signals
 
@@ -882,12 +914,15 @@ class Master:
         while self.children and time.monotonic() < end:
             self.reap()
             time.sleep(0.02)
+        self.flush_statsd()
         log.info("stopped")
 
     def close(self) -> None:
         """Release the master's descriptors."""
         if self.metrics is not None:
             self.metrics.close()
+        if self.statsd is not None:
+            self.statsd.close()
         for listener in self.all_listeners():
             with contextlib.suppress(OSError):
                 listener.sock.close()

@@ -30,7 +30,16 @@ master sums live workers and what retired workers last sent (:class:`HttpTotals`
 the counters never go backwards when a worker is replaced.  A request whose
 connection was lost before its response completed, or whose app failed after the
 response started, is not counted in these series.  ``request_metrics = false`` turns
-the counting off (the series stay at zero).
+the counting off (the series stay at zero).  gunicorn services export the same
+``procslice_http_*`` series through prometheus_client's multiprocess mode
+(:mod:`procslice.gunicorn_metrics`).
+
+With ``statsd`` set, the same figures go to StatsD once a second
+(:func:`statsd_requests` in each worker, with a sample of the durations kept by
+:class:`SampledRequestStats`; :func:`statsd_process` in the master), named after the
+series above: ``procslice_http_requests_total{code,method}`` is
+``procslice.http_requests.<code>.<method>`` (a counter of the increase since the last
+send), or with DogStatsD tags ``procslice.http_requests|#code:2xx,method:GET``.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from procslice.sockets import parse_address
+from procslice.statsd import Reservoir, StatsdClient
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -61,9 +71,12 @@ __all__ = [
     "HttpTotals",
     "MetricsServer",
     "RequestStats",
+    "SampledRequestStats",
     "Snapshot",
     "WorkerSample",
     "registry_for",
+    "statsd_process",
+    "statsd_requests",
 ]
 
 log = logging.getLogger("procslice.metrics")
@@ -117,6 +130,22 @@ class RequestStats:
             "in": self.request_bytes,
             "out": self.response_bytes,
         }
+
+
+class SampledRequestStats(RequestStats):
+    """:class:`RequestStats` that also keeps a sample of the durations (in ms) for
+    StatsD, bounded per flush interval (:class:`procslice.statsd.Reservoir`)."""
+
+    __slots__ = ("timings",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timings = Reservoir()
+
+    def record(self, method: str, code: int, sent: int, seconds: float) -> None:
+        """Count one answered request and offer its duration to the sample."""
+        RequestStats.record(self, method, code, sent, seconds)
+        self.timings.add(seconds * 1000.0)
 
 
 @dataclass
@@ -263,6 +292,52 @@ def http_families(http: HttpTotals) -> Iterator[Metric]:
         "HTTP response body bytes sent.",
         value=http.response_bytes,
     )
+
+
+# ----------------------------------------------------------------------------- StatsD
+# The same figures, named after the Prometheus series: "procslice_" becomes
+# "procslice.", "_total" is dropped, and the labels follow as name parts (StatsD) or
+# tags (DogStatsD). Counters are sent as their increase since the last flush.
+
+
+def statsd_requests(client: StatsdClient, stats: RequestStats, last: HttpTotals) -> HttpTotals:
+    """Queue a worker's per-request figures since ``last`` (what the previous call
+    returned); returns the totals to pass next time."""
+    for i, (now, before) in enumerate(zip(stats.requests, last.requests, strict=True)):
+        if now != before:
+            method, code = divmod(i, _CODES)
+            labels = (("code", HTTP_CODES[code]), ("method", HTTP_METHODS[method]))
+            client.count("procslice.http_requests", now - before, labels)
+    client.count("procslice.http_request_bytes", stats.request_bytes - last.request_bytes)
+    client.count("procslice.http_response_bytes", stats.response_bytes - last.response_bytes)
+    if isinstance(stats, SampledRequestStats):
+        values, rate = stats.timings.take()
+        client.timings("procslice.http_request_duration", values, rate)
+    return HttpTotals(
+        requests=list(stats.requests),
+        buckets=list(stats.buckets),
+        duration_sum=stats.duration_sum,
+        request_bytes=stats.request_bytes,
+        response_bytes=stats.response_bytes,
+    )
+
+
+def statsd_process(client: StatsdClient, snap: Snapshot, last: Snapshot | None) -> None:
+    """Queue a master's process figures: gauges now, counters since ``last``."""
+    client.gauge("procslice.workers", snap.workers)
+    client.gauge("procslice.task_workers", snap.task_workers)
+    client.gauge("procslice.requests_in_flight", sum(s.inflight for s in snap.samples))
+    for sample in sorted(snap.samples, key=lambda s: (s.slot, s.pid)):
+        worker = (("worker", str(sample.slot)),)
+        client.gauge("procslice.worker_rss_bytes", sample.rss, worker)
+        client.gauge("procslice.loop_lag_seconds", sample.lag, worker)
+    before = last.restarts if last is not None else {}
+    for reason, count in sorted(snap.restarts.items()):
+        client.count(
+            "procslice.worker_restarts", count - before.get(reason, 0), (("reason", reason),)
+        )
+    served = snap.requests_total - (last.requests_total if last is not None else 0)
+    client.count("procslice.requests", max(0, served))
 
 
 def registry_for(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

@@ -58,6 +58,7 @@ Where each figure comes from (the parsers are pure functions, tested on fixture 
 from __future__ import annotations
 
 import argparse
+import ast
 import concurrent.futures
 import contextlib
 import datetime
@@ -1267,7 +1268,7 @@ def _row(host: str, service: Mapping[str, Any]) -> list[str]:
 
 def _requests_cell(service: Mapping[str, Any]) -> str:
     """``120/s 0.5% p99 12ms``: requests per second, their 5xx share and p99 over the
-    sample (aio and swoole with metrics_listen); ``-`` where nothing counts them."""
+    sample (gunicorn, aio and swoole with metrics_listen); ``-`` where nothing counts them."""
     requests = service.get("requests") or {}
     rate = requests.get("per_second")
     if rate is None:
@@ -1473,11 +1474,30 @@ def prometheus_text(statuses: Sequence[ServiceStatus]) -> str:
 
 # ------------------------------------------------------------- runtime metrics
 
-RUNTIME_MODELS = ("aio", "swoole")
+RUNTIME_MODELS = ("gunicorn", "aio", "swoole")
 RUNTIME_TIMEOUT = 1.0
 # Service name -> metrics_listen, from --runtime-metrics (the exporter's unit names them:
 # it cannot read the services' 0750 configuration directories).
 RUNTIME_ADDRESSES: dict[str, str] = {}
+
+
+def gunicorn_metrics_address(config_text: str) -> str | None:
+    """The ``metrics_listen = "..."`` of a gunicorn service's gunicorn.conf.py (a plain
+    assignment, as templates/gunicorn writes it), or None (off); the file is parsed,
+    never run."""
+    try:
+        tree = ast.parse(config_text)
+    except (SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "metrics_listen" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value or None
+    return None
 
 
 def runtime_metrics_address(config_text: str) -> str | None:
@@ -1528,11 +1548,15 @@ def merge_expositions(texts: Mapping[str, str]) -> str:
 
 
 def _runtime_address(status: ServiceStatus, etc: str, addresses: Mapping[str, str]) -> str | None:
-    """Where an active aio/swoole service serves its metrics (host:port), or None."""
+    """Where an active gunicorn, aio or swoole service serves its metrics (host:port),
+    or None."""
     if status.model not in RUNTIME_MODELS or status.state != "active":
         return None
     address = addresses.get(status.service)
-    if address is None:
+    if address is None and status.model == "gunicorn":
+        config = _read(f"{etc}/{status.service}/gunicorn.conf.py")
+        address = gunicorn_metrics_address(config) if config else None
+    elif address is None:
         config = _read(f"{etc}/{status.service}/procslice.toml")
         address = runtime_metrics_address(config) if config else None
     if not address:
@@ -1562,7 +1586,7 @@ def runtime_metrics(
     timeout: float = RUNTIME_TIMEOUT,
     addresses: Mapping[str, str] | None = None,
 ) -> str:
-    """The metrics of every aio/swoole runtime that serves them (``metrics_listen``,
+    """The metrics of every gunicorn, aio or swoole service that serves them (``metrics_listen``,
     often loopback only), fetched now and merged: one scrape of the exporter carries
     workers, restarts by reason, RSS per worker and loop lag of every service."""
     texts: dict[str, str] = {}
@@ -1733,8 +1757,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="append",
         default=[],
         metavar="NAME=HOST:PORT",
-        help="with --serve: an aio/swoole service's metrics_listen, served onwards "
-        "(default: read from /etc/procslice/NAME/procslice.toml)",
+        help="with --serve: a gunicorn, aio or swoole service's metrics_listen, served "
+        "onwards (default: read from /etc/procslice/NAME/procslice.toml or gunicorn.conf.py)",
     )
     parser.add_argument(
         "--from",

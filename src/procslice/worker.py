@@ -18,7 +18,9 @@ backlog absorbs the load); a loop-lag monitor warning past ``loop_lag_warn_ms``;
 executor of ``threads`` threads for ``asyncio.to_thread``; and a heartbeat, one JSON
 line a second on a pipe to the master (state, requests served, in flight, RSS, loop
 lag, a request to be replaced after ``max_request``, and the cumulative per-request
-counts of :class:`procslice.metrics.RequestStats` unless ``request_metrics`` is off).
+counts of :class:`procslice.metrics.RequestStats` unless ``request_metrics`` is off);
+with ``statsd`` set, the same request figures go to StatsD from the heartbeat's turn of
+the loop (a non-blocking send of what one second gathered, :mod:`procslice.statsd`).
 
 Draining (SIGTERM) never closes a connection under a request that may be on the
 wire: the worker stops accepting (first taking the connections already queued on its
@@ -54,8 +56,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from procslice.config import ServiceConfig, parse_app
-from procslice.metrics import RequestStats
+from procslice.metrics import HttpTotals, RequestStats, SampledRequestStats, statsd_requests
 from procslice.sockets import Listener
+from procslice.statsd import StatsdClient
 
 __all__ = [
     "APP_LOAD_ERROR",
@@ -280,12 +283,14 @@ class Worker:
             self.request_limit = spec.max_request + random.randint(0, spec.max_request_grace)
         self.retire_asked = False
         self.master_gone = False
-        # per-request metrics (HTTP with httptools; None: off), sent in the heartbeat
-        self.stats: RequestStats | None = (
-            RequestStats()
-            if spec.config.interface == "asgi" and spec.config.request_metrics
-            else None
-        )
+        # per-request metrics (HTTP with httptools; None: off), sent in the heartbeat;
+        # with a StatsD server they keep a sample of the durations too
+        counting = spec.config.interface == "asgi" and spec.config.request_metrics
+        self.stats: RequestStats | None = None
+        if counting:
+            self.stats = SampledRequestStats() if spec.config.statsd else RequestStats()
+        self.statsd: StatsdClient | None = None
+        self.statsd_last = HttpTotals()
 
     # ------------------------------------------------------------------ process setup
 
@@ -383,6 +388,13 @@ class Worker:
         else:
             handle = self.accept_raw
 
+        if self.config.statsd and self.stats is not None:
+            try:
+                self.statsd = StatsdClient(
+                    self.config.statsd, self.config.statsd_prefix, self.config.dogstatsd_tags
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("statsd %s: not sending: %s", self.config.statsd, exc)
         self.acceptor = Acceptor(loop, self.spec.listeners, handle, self.can_accept)
         self.acceptor.start()
         monitors = [
@@ -403,6 +415,7 @@ class Worker:
             except TimeoutError:
                 log.warning("the app's lifespan shutdown did not finish in 3 s")
         self.heartbeat("exiting")
+        self.flush_statsd()
         return 0
 
     def handle_term(self) -> None:
@@ -536,6 +549,13 @@ class Worker:
                 self.stop_event.set()
             self.heartbeat("draining" if self.draining else "serving")
             self.max_lag = 0.0
+            self.flush_statsd()
+
+    def flush_statsd(self) -> None:
+        """Send the per-request figures since the last flush to StatsD (never blocks)."""
+        if self.statsd is not None and self.stats is not None:
+            self.statsd_last = statsd_requests(self.statsd, self.stats, self.statsd_last)
+            self.statsd.flush()
 
     async def date_header_loop(self) -> None:
         """Refresh uvicorn's Date header once a second (Server.on_tick does this)."""

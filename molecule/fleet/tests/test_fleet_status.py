@@ -8,7 +8,7 @@ import re
 import subprocess
 import urllib.request
 
-from test_fleet import HOSTS, MODELS, REPO, playbook
+from test_fleet import HOSTS, MODELS, PORTS, REPO, http, playbook
 
 # The scenario's data: workers (auto for hello-wsgi: 3 under CPUQuota=100%).
 WORKERS = {"hello-wsgi": 3, "hello-asgi": 2, "hello-aio": 2, "hello-swoole": 2}
@@ -47,6 +47,11 @@ def test_status_playbook_prints_one_table_and_json_for_the_fleet(tmp_path):
 
 
 def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metrics(tmp_path):
+    # Requests of every model on every host, for the per-request series below.
+    for base in HOSTS.values():
+        for offset in PORTS.values():
+            for _ in range(3):
+                http(base + offset, "/")
     run = playbook("playbooks/metrics.yml", "-e", f"metrics_dir={tmp_path}")
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     targets = json.loads((tmp_path / "procslice.json").read_text())
@@ -70,3 +75,16 @@ def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metri
         # The runtimes' own metrics, fetched on the host's loopback by the exporter.
         assert re.search(r'^procslice_workers\{service="hello-swoole"\} 2\.0$', text, re.M)
         assert re.search(r'^procslice_workers\{service="hello-aio"\} 2\.0$', text, re.M)
+        # gunicorn's, from its arbiter (prometheus_client's multiprocess files)
+        for name in ("hello-wsgi", "hello-asgi"):
+            workers = rf'^procslice_workers\{{service="{name}"\}} {WORKERS[name]}\.0$'
+            assert re.search(workers, text, re.M), (name, text[-3000:])
+        # The per-request series of every model, with the same names and labels.
+        for name in WORKERS:
+            line = re.search(
+                rf'^procslice_http_requests_total\{{(?=[^}}]*service="{name}")'
+                rf'(?=[^}}]*code="2xx")(?=[^}}]*method="GET")[^}}]*\}} ([0-9.e+]+)$',
+                text,
+                re.M,
+            )
+            assert line and float(line.group(1)) >= 3, (name, target["labels"]["host"])

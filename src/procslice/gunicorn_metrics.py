@@ -190,6 +190,10 @@ class _Collector:
             "procslice_workers", "Serving workers.", value=len(self.server.WORKERS)
         )
         yield from families
+        # A worker writes its in-flight gauge file with its first request: with none of
+        # the live workers having served yet (all replaced), the series is 0, not gone.
+        if settings.requests and not any(f.name == IN_FLIGHT[0] for f in families):
+            yield GaugeMetricFamily(IN_FLIGHT[0], IN_FLIGHT[1], value=0)
 
 
 def when_ready(server: Any) -> None:

@@ -15,6 +15,10 @@ uvicorn's own: a response's head and body leave in one writev (:class:`Coalescin
 idle keep-alive connections are closed by the worker's sweep instead of a timer armed
 per response, and the concurrency gate is a counter kept in ``_start_asgi_task`` (only a
 request that must wait for a place runs through :class:`GatedApp`).
+
+The protocol knows its worker (``ps_worker``) only as a
+:class:`procslice.serving.ServingWorker`: this module never imports
+:mod:`procslice.worker`, which imports it.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from procslice.serving import ASGIApp, Gate, Message, Receive, Scope, Send, ServingWorker
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,9 +39,6 @@ try:
 except ImportError:  # httptools is a dependency; h11 keeps things working without it
     HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
     HAVE_HTTPTOOLS = False
-
-if TYPE_CHECKING:
-    from procslice.worker import ASGIApp, Gate, Message, Receive, Scope, Send, Worker
 
 __all__ = ["BUSY", "ClosingGatedApp", "GatedApp", "activity", "gated_app", "protocol_class"]
 
@@ -59,7 +62,7 @@ def activity(connection: Any) -> object:
 
 def _pause_if_full(protocol: Any) -> None:
     """After a response: count it; stop reading the connection while the gate is full."""
-    worker: Worker = protocol.ps_worker
+    worker: ServingWorker = protocol.ps_worker
     if worker.request_limit:
         worker.count_request()
     gate = worker.gate
@@ -76,7 +79,7 @@ def _pause_if_full(protocol: Any) -> None:
 class DrainAwareH11(H11Protocol):
     """uvicorn's h11 protocol (without httptools), tracking request activity."""
 
-    ps_worker: Worker
+    ps_worker: ServingWorker
     ps_last_data: float = 0.0
 
     @property
@@ -183,7 +186,7 @@ class CoalescingWriter:
 class DrainAwareHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing keep-alive connections while draining."""
 
-    ps_worker: Worker
+    ps_worker: ServingWorker
     ps_writer: CoalescingWriter
     ps_sweeps_keepalive = True  # Worker.keepalive_loop closes it when idle
 
@@ -226,7 +229,8 @@ class DrainAwareHttpTools(HttpToolsProtocol):
             self.ps_writer.expect_head(cycle.scope["method"])
         gate = worker.gate
         if gate.limit and gate.active >= gate.limit:
-            HttpToolsProtocol._start_asgi_task(self, cycle, worker.waiting_app)
+            # uvicorn types an app by its own TypedDict scopes, serving's aliases by mappings
+            HttpToolsProtocol._start_asgi_task(self, cycle, worker.waiting_app)  # type: ignore[arg-type]
             return
         gate.enter()
         if self.config.reset_contextvars:
@@ -283,7 +287,7 @@ def protocol_class() -> type[asyncio.Protocol]:
 class GatedApp:
     """Runs HTTP requests under the worker's concurrency gate (a counter, see ``Gate``)."""
 
-    def __init__(self, app: ASGIApp, worker: Worker) -> None:
+    def __init__(self, app: ASGIApp, worker: ServingWorker) -> None:
         self.app = app
         self.worker = worker
 
@@ -327,7 +331,7 @@ class ClosingGatedApp(GatedApp):
         await GatedApp.__call__(self, scope, receive, send_closing)
 
 
-def gated_app(app: ASGIApp, worker: Worker) -> ASGIApp:
+def gated_app(app: ASGIApp, worker: ServingWorker) -> ASGIApp:
     """The app uvicorn's protocol runs, matching :func:`protocol_class`.
 
     The httptools protocol keeps the gate's count itself (``_start_asgi_task``) and

@@ -5,22 +5,24 @@ itself (the master never does, so a reload picks up new code) and runs one async
 loop (uvloop when importable) that accepts on the inherited listening sockets:
 
 * ``interface = "asgi"``: connections are served by uvicorn's protocol layer used as
-  a library (``HttpToolsProtocol``, or ``H11Protocol`` without httptools) driven by
-  a ``ServerState``, as ``uvicorn.server.Server.startup`` does, with the app's
-  lifespan run around it;
+  a library (``HttpToolsProtocol``, or ``H11Protocol`` without httptools, subclassed in
+  :mod:`procslice.asgi`, which sees the worker only as a
+  :class:`procslice.serving.ServingWorker`) driven by a ``ServerState``, as
+  ``uvicorn.server.Server.startup`` does, with the app's lifespan run around it;
 * ``interface = "raw"``: the app is a factory returning an ``asyncio.Protocol`` per
   connection.
 
-Around it: a concurrency gate (``max_concurrency`` requests at once, a plain counter;
-while it is full the worker stops accepting and stops reading idle keep-alive
-connections, and a request parsed meanwhile waits for a free slot, so the kernel
-backlog absorbs the load); a loop-lag monitor warning past ``loop_lag_warn_ms``; a bounded default
-executor of ``threads`` threads for ``asyncio.to_thread``; and a heartbeat, one JSON
-line a second on a pipe to the master (state, requests served, in flight, RSS, loop
-lag, a request to be replaced after ``max_request``, and the cumulative per-request
-counts of :class:`procslice.metrics.RequestStats` unless ``request_metrics`` is off);
-with ``statsd`` set, the same request figures go to StatsD from the heartbeat's turn of
-the loop (a non-blocking send of what one second gathered, :mod:`procslice.statsd`).
+Around it: a concurrency gate (:class:`procslice.serving.Gate`: ``max_concurrency``
+requests at once, a plain counter; while it is full the worker stops accepting and
+stops reading idle keep-alive connections, and a request parsed meanwhile waits for a
+free slot, so the kernel backlog absorbs the load); a loop-lag monitor warning past
+``loop_lag_warn_ms``; a bounded default executor of ``threads`` threads for
+``asyncio.to_thread``; and a heartbeat, one JSON line a second on a pipe to the master
+(state, requests served, in flight, RSS, loop lag, a request to be replaced after
+``max_request``, and the cumulative per-request counts of
+:class:`procslice.metrics.RequestStats` unless ``request_metrics`` is off); with
+``statsd`` set, the same request figures go to StatsD from the heartbeat's turn of the
+loop (a non-blocking send of what one second gathered, :mod:`procslice.statsd`).
 
 Draining (SIGTERM) never closes a connection under a request that may be on the
 wire: the worker stops accepting (first taking the connections already queued on its
@@ -49,14 +51,15 @@ import resource
 import signal
 import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from procslice.asgi import BUSY, GatedApp, activity, gated_app, protocol_class
 from procslice.config import ServiceConfig, parse_app
 from procslice.metrics import HttpTotals, RequestStats, SampledRequestStats, statsd_requests
+from procslice.serving import Gate
 from procslice.sockets import Listener
 from procslice.statsd import StatsdClient
 
@@ -81,12 +84,6 @@ SHARED_ACCEPT_BATCH = 4  # ... on a socket every worker accepts on (fairness)
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 log = logging.getLogger("procslice.worker")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def read_rss(pid: int | str = "self") -> int | None:
@@ -126,57 +123,6 @@ class WorkerSpec:
     max_request: int = 0  # 0: never ask to be replaced
     max_request_grace: int = 0
     affinity: tuple[int, ...] | None = None
-
-
-class Gate:
-    """The per-process concurrency bound; tells the worker when it fills and frees.
-
-    A plain counter on the hot path; only work that starts while the gate is full
-    waits (in FIFO order), and a leaving unit hands its place straight to the
-    longest waiter.
-    """
-
-    def __init__(self, limit: int, on_full: Callable[[], None], on_free: Callable[[], None]):
-        self.limit = limit
-        self.active = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-        self.on_full = on_full
-        self.on_free = on_free
-
-    @property
-    def full(self) -> bool:
-        """Whether no more work may start now."""
-        return self.limit > 0 and self.active >= self.limit
-
-    def enter(self) -> None:
-        """Count one more unit of work (the caller checked there is room)."""
-        self.active += 1
-        if self.limit and self.active >= self.limit:
-            self.on_full()
-
-    def leave(self) -> None:
-        """Count one unit of work done; its place goes to a waiter, if any."""
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the count stays: the waiter holds the place now
-                return
-        limit = self.limit
-        self.active -= 1
-        if limit and self.active == limit - 1:
-            self.on_free()
-
-    async def wait(self) -> None:
-        """Wait for a place (the gate is full); on return the caller holds one."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.leave()  # a place was handed over just as we were cancelled
-            raise
 
 
 class Acceptor:
@@ -340,11 +286,9 @@ class Worker:
         """A loaded uvicorn Config for ``app`` using procslice's protocol subclass."""
         from uvicorn.config import Config
 
-        from procslice import asgi
-
         config = Config(
             app=app,
-            http=asgi.protocol_class(),
+            http=protocol_class(),
             lifespan="auto",
             log_config=None,
             access_log=False,
@@ -356,8 +300,8 @@ class Worker:
             forwarded_allow_ips=list(self.config.forwarded_allow_ips) or None,
         )
         config.load()
-        self.waiting_app = asgi.GatedApp(config.loaded_app, self)
-        config.loaded_app = asgi.gated_app(config.loaded_app, self)
+        self.waiting_app = GatedApp(config.loaded_app, self)
+        config.loaded_app = gated_app(config.loaded_app, self)
         return config
 
     # ------------------------------------------------------------------ the loop
@@ -665,8 +609,6 @@ class Worker:
         self, marks: dict[Any, tuple[object, float]], grace: float = IDLE_GRACE
     ) -> list[Any]:
         """Update ``marks`` (connection -> activity token, since); those idle ``grace`` s."""
-        from procslice.asgi import BUSY, activity
-
         now = self.loop.time()
         idle = []
         connections = self.connections()

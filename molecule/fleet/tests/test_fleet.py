@@ -446,6 +446,7 @@ def test_a_new_service_that_fails_its_first_gate_is_stopped_not_restarted_in_a_l
         listen=["0.0.0.0:8006"],
         health={"http": "/healthz", "timeout": 10},
     )
+    new.pop("metrics_listen")  # hello-wsgi's metrics address is its own
     data["procslice_services"].append(new)
     run, plan = planned(tmp_path, data=overlay(tmp_path / "broken", target, data))
     output = run.stdout + run.stderr

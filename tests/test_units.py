@@ -285,26 +285,7 @@ def test_rendered_runtime_config_keeps_the_unix_listen(tmp_path: Path) -> None:
 
 def test_rendered_gunicorn_config_binds_the_unix_socket(tmp_path: Path) -> None:
     gunicorn_config = pytest.importorskip("gunicorn.config")
-    service = normalised(
-        "gunicorn",
-        app="hello_wsgi:app",
-        package={"source": "examples/hello_wsgi"},
-        listen=[UNIX, "127.0.0.1:8002"],
-        workers=2,
-    )
-    env = jinja2.Environment(
-        loader=ENV.loader,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-    )
-    env.filters.update(ENV.filters, bool=bool)  # Ansible's bool filter, for these values
-    text = env.get_template("gunicorn/etc/procslice/SERVICE/gunicorn.conf.py.j2").render(
-        service=service,
-        __procslice_gunicorn_estimate=64 * 1024**2,
-        __procslice_gunicorn_worker_classes={"sync": "sync", "gthread": "gthread"},
-        **VARS,
-    )
+    text, _ = gunicorn_files(listen=[UNIX, "127.0.0.1:8002"])
     namespace: dict[str, Any] = {}
     exec(compile(text, "gunicorn.conf.py", "exec"), namespace)
     cfg = gunicorn_config.Config()
@@ -350,14 +331,13 @@ def test_rendered_metrics_and_statsd_settings_reach_the_runtime(tmp_path: Path) 
 
 def gunicorn_files(**extra: Any) -> tuple[str, str]:
     """(gunicorn.conf.py, the .service unit) of a gunicorn service."""
-    service = normalised(
-        "gunicorn",
-        app="hello_wsgi:app",
-        package={"source": "examples/hello_wsgi"},
-        listen=["127.0.0.1:8002"],
-        workers=2,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "app": "hello_wsgi:app",
+        "package": {"source": "examples/hello_wsgi"},
+        "listen": ["127.0.0.1:8002"],
+        "workers": 2,
+    }
+    service = normalised("gunicorn", **(fields | extra))
     env = jinja2.Environment(
         loader=ENV.loader,
         undefined=jinja2.StrictUndefined,

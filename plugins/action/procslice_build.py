@@ -18,14 +18,6 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-_SCRIPT = (
-    Path(__file__).resolve().parent.parent.parent
-    / "roles"
-    / "procslice_build"
-    / "files"
-    / "wheelhouse.py"
-)
-
 
 def _wheelhouse(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("procslice_build_wheelhouse", path)
@@ -47,9 +39,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(
                 "procslice_build: spec must be a mapping (wheelhouse.py's input)"
             )
-        script = Path(self._task.args.get("script") or _SCRIPT)
+        script = self._task.args.get("script")
+        if not script:
+            raise AnsibleActionFail("procslice_build: script (files/wheelhouse.py) is required")
         try:
-            output = _wheelhouse(script).run(spec)
+            output = _wheelhouse(Path(script)).run(spec)
         except SystemExit as exc:
             # the script's own message: the service, what is wrong, the fix
             result.update(failed=True, msg=str(exc.code))

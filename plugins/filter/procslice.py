@@ -38,7 +38,7 @@ import os
 import re
 import shlex
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -1288,14 +1288,7 @@ def _supervisor_settings(
             errors.add(f"{path}.{key}", f"is a gunicorn setting; {hint}")
 
     defaults = {**AIO_DEFAULTS, **(SWOOLE_DEFAULTS if model == "swoole" else {})}
-    settings: dict[str, Any] = {}
-    for key, default in defaults.items():
-        value = entry.get(key, default)
-        problem = _supervisor_problem(key, value)
-        if problem:
-            errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
-            value = default
-        settings[key] = value
+    settings = _checked(entry, path, errors, defaults, _supervisor_problem)
     if model == "swoole":
         limit = settings["memory_limit"]
         settings["memory_limit_bytes"] = None if limit == "auto" else procslice_size(limit)
@@ -1305,6 +1298,26 @@ def _supervisor_settings(
                 "only spreads max_request, which is 0 (off); set max_request too "
                 "(e.g. max_request: 10000), or remove max_request_grace",
             )
+    return settings
+
+
+def _checked(
+    entry: Mapping[str, Any],
+    path: str,
+    errors: _Errors,
+    defaults: Mapping[str, Any],
+    problem_of: Callable[[str, Any], str | None],
+) -> dict[str, Any]:
+    """Each key of ``defaults`` from the entry, or its default; a value ``problem_of``
+    refuses is reported under ``path.key`` and replaced by the default."""
+    settings: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = entry.get(key, default)
+        problem = problem_of(key, value)
+        if problem:
+            errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
+            value = default
+        settings[key] = value
     return settings
 
 
@@ -1327,14 +1340,7 @@ def _metrics_settings(
                     "CPU, memory, tasks and IO); remove it",
                 )
         return {}
-    settings: dict[str, Any] = {}
-    for key, default in METRICS_DEFAULTS.items():
-        value = entry.get(key, default)
-        problem = _metrics_problem(key, value)
-        if problem:
-            errors.add(f"{path}.{key}", f"{_show(value)} {problem}")
-            value = default
-        settings[key] = value
+    settings = _checked(entry, path, errors, METRICS_DEFAULTS, _metrics_problem)
     if settings["metrics_listen"]:
         host, port = _parse_listen(settings["metrics_listen"])
         settings["_metrics_bind"] = (host, port, "tcp", f"{path}.metrics_listen")

@@ -356,13 +356,19 @@ def fleet_state(unit: str, path: str) -> dict[str, tuple[str, str]]:
     return state
 
 
-def test_limits_change_applies_live_across_the_fleet(tmp_path):
+def web_slice_vars(tmp_path: Path, memory_max: str) -> Path:
+    """An extra-vars file: the scenario's slices with the web slice at ``memory_max``."""
     data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
     for item in data["procslice_slices"]:
         if item["name"] == "web":
-            item["memory_max"] = "896M"
+            item["memory_max"] = memory_max
     extra = tmp_path / "limits.json"
     extra.write_text(json.dumps({"procslice_slices": data["procslice_slices"]}))
+    return extra
+
+
+def test_limits_change_applies_live_across_the_fleet(tmp_path):
+    extra = web_slice_vars(tmp_path, "896M")
     before = fleet_state("procslice-hello-wsgi.service", "memory.limit_in_bytes")
 
     check = playbook("playbooks/limits.yml", "--check", "--diff", "-e", f"@{extra}")

@@ -27,6 +27,7 @@ from test_fleet import (
     playbook,
     playbook_in_background,
     recap,
+    web_slice_vars,
 )
 
 LOADGEN = REPO / "tests" / "molecule_support" / "loadgen.py"
@@ -248,12 +249,7 @@ def test_a_second_run_waits_for_or_stops_at_the_deploy_lock(tmp_path):
             -3000:
         ]
         assert f"pid {holder_process.pid}" in out
-        data = yaml.safe_load((SCENARIO_VARS / "group_vars" / "procslice.yml").read_text())
-        for item in data["procslice_slices"]:
-            if item["name"] == "web":
-                item["memory_max"] = "880M"
-        extra = tmp_path / "limits.json"
-        extra.write_text(json.dumps({"procslice_slices": data["procslice_slices"]}))
+        extra = web_slice_vars(tmp_path, "880M")
         refused = playbook("deploy.yml", "-l", host1, "-e", f"@{extra}")
         out = refused.stdout + refused.stderr
         assert refused.returncode != 0, out[-3000:]

@@ -104,3 +104,51 @@ def test_the_cache_key_covers_the_environment_settings():
         plugin._compile_key(env, source, "name", None, False),
     }
     assert len(keys) == 4
+
+
+# One worker's conditions: `when` expressions through ansible's Templar, inside the cache.
+CONDITION = """
+import importlib.util, sys
+from pathlib import Path
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+spec = importlib.util.spec_from_file_location("render", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+from jinja2 import Environment
+compiled = []
+original = Environment._generate
+def counting(self, *args, **kwargs):
+    compiled.append(1)
+    return original(self, *args, **kwargs)
+Environment._generate = counting
+templar = Templar(loader=DataLoader(), variables={"hosts": sys.argv[4].split(",")})
+with module.compile_cache(Path(sys.argv[2])):
+    out = [templar.evaluate_conditional(trust_as_template(sys.argv[3])) for _ in range(2)]
+print(f"{len(compiled)}|{out}")
+"""
+
+
+def condition(cache: Path, expression: str, hosts: str) -> tuple[int, str]:
+    """Evaluate ``expression`` twice in a process of its own: (compilations, results)."""
+    run = subprocess.run(
+        [sys.executable, "-c", CONDITION, str(PLUGIN), str(cache), expression, hosts],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    count, _, out = run.stdout.rstrip("\n").partition("|")
+    return int(count), out
+
+
+def test_a_condition_compiled_by_one_worker_is_not_compiled_by_the_next(tmp_path):
+    cache = tmp_path / "jinja"
+    expression = "hosts | select('match', 'web') | list | length > 1"
+    # ansible keeps a compiled expression for its own process: one compilation, two answers
+    assert condition(cache, expression, "web1,web2,db") == (1, "[True, True]")
+    assert len(list(cache.iterdir())) == 1
+    # the next worker: other values, no compilation, its own answer
+    assert condition(cache, expression, "web1,db") == (0, "[False, False]")
+    # another expression is compiled and kept beside it
+    assert condition(cache, "hosts | length == 3", "a,b,c") == (1, "[True, True]")
+    assert len(list(cache.iterdir())) == 2

@@ -6,11 +6,17 @@ the module wrapper and the two Python starts around that cost most of its time. 
 uv still run as their own processes when something must be built. The result is the
 script's output (changed, wheelhouses, image_ids); a service that cannot be built fails
 the task with the script's message, which names the service and the fix.
+
+With ``tools`` (files) and ``uv`` (a path) it also fingerprints procslice's own host
+tools once for the run (``tools``: sha256 of the files' contents and ``uv --version``),
+which the plan compares on every host instead of reading the files again per host.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +32,28 @@ def _wheelhouse(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tools_fingerprint(files: list[str], uv: str | None) -> str:
+    """sha256 over the files' contents (in order) and the output of ``uv --version``."""
+    digest = hashlib.sha256()
+    for name in files:
+        path = Path(name)
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            raise AnsibleActionFail(f"procslice_build: tools: cannot read {path}: {exc}") from exc
+        digest.update(b"\0")
+    version = ""
+    if uv:
+        try:
+            version = subprocess.run(
+                [uv, "--version"], capture_output=True, text=True, check=False, timeout=30
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            version = ""  # no uv on the controller: the hosts build with pip
+    digest.update(version.encode())
+    return digest.hexdigest()
 
 
 class ActionModule(ActionBase):
@@ -53,4 +81,7 @@ class ActionModule(ActionBase):
             wheelhouses=output["wheelhouses"],
             image_ids=output["image_ids"],
         )
+        tools = self._task.args.get("tools")
+        if tools:
+            result["tools"] = tools_fingerprint(list(tools), self._task.args.get("uv"))
         return result

@@ -33,6 +33,7 @@ import marshal
 import os
 import sys
 import tempfile
+import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from ansible import __version__ as _ANSIBLE_VERSION
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
+from jinja2.environment import TemplateExpression
 
 try:  # the engine's options: what the template lookup uses (ansible-core 2.19)
     from ansible._internal._templating import _template_vars
@@ -106,10 +108,36 @@ def _compile_key(env: Any, source: str, name: Any, filename: Any, defer_init: bo
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def compile_cache(directory: Path) -> Iterator[None]:
-    """Within the block, AnsibleEnvironment.compile reads and writes ``directory``."""
-    original = AnsibleEnvironment.compile
+def cache_directory() -> Path:
+    """$XDG_CACHE_HOME/procslice/jinja (~/.cache/procslice/jinja)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "procslice" / "jinja"
+
+
+def _load(path: Path) -> types.CodeType | None:
+    with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
+        code = marshal.loads(path.read_bytes())
+        if isinstance(code, types.CodeType):
+            return code
+    return None
+
+
+def _store(path: Path, code: types.CodeType) -> None:
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(marshal.dumps(code))
+        os.replace(tmp, path)
+
+
+# compile_expression compiles a parsed tree, not a string: the code it produced, caught
+# by the compile below for the expression's own cache entry
+_captured = threading.local()
+
+
+def _cached(original: Any, directory: Path) -> Any:
+    """AnsibleEnvironment.compile through the files in ``directory``."""
 
     def cached(
         env: Any,
@@ -120,26 +148,76 @@ def compile_cache(directory: Path) -> Iterator[None]:
         defer_init: bool = False,
     ) -> Any:
         if raw or not isinstance(source, str):
-            return original(env, source, name, filename, raw, defer_init)
+            code = original(env, source, name, filename, raw, defer_init)
+            codes = getattr(_captured, "codes", None)
+            if codes is not None and isinstance(code, types.CodeType):
+                codes.append(code)
+            return code
         path = directory / _compile_key(env, source, name, filename, defer_init)
-        with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
-            code = marshal.loads(path.read_bytes())
-            if isinstance(code, types.CodeType):
-                return code
-        code = original(env, source, name, filename, raw, defer_init)
-        with contextlib.suppress(OSError):
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp.")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(marshal.dumps(code))
-            os.replace(tmp, path)
+        code = _load(path)
+        if code is None:
+            code = original(env, source, name, filename, raw, defer_init)
+            _store(path, code)
         return code
 
-    AnsibleEnvironment.compile = cached  # type: ignore[method-assign]
+    cached.procslice_cache = directory  # type: ignore[attr-defined]
+    return cached
+
+
+def _cached_expression(original: Any, directory: Path) -> Any:
+    """AnsibleEnvironment.compile_expression (a task's conditions) through ``directory``."""
+
+    def compile_expression(env: Any, source: Any, undefined_to_none: bool = True) -> Any:
+        if not isinstance(source, str) or getattr(env, "_debuggable_template_source", False):
+            return original(env, source, undefined_to_none)
+        path = directory / _compile_key(env, "expression\0" + source, None, None, False)
+        code = _load(path)
+        if code is not None:
+            template = env.template_class.from_code(env, code, env.make_globals(None), None)
+            return TemplateExpression(template, undefined_to_none)
+        _captured.codes = []
+        try:
+            expression = original(env, source, undefined_to_none)
+            codes = _captured.codes
+        finally:
+            _captured.codes = None
+        if len(codes) == 1:
+            _store(path, codes[0])
+        return expression
+
+    compile_expression.procslice_cache = directory  # type: ignore[attr-defined]
+    return compile_expression
+
+
+def install_compile_cache(directory: Path | None = None) -> None:
+    """From now on, in this process and the workers it forks, compile through the cache.
+
+    The procslice_warm callback calls it in ansible-playbook's main process, so every
+    task's conditions and arguments are compiled once, not once per worker.
+    """
+    directory = directory or cache_directory()
+    if getattr(AnsibleEnvironment.compile, "procslice_cache", None) != directory:
+        AnsibleEnvironment.compile = _cached(AnsibleEnvironment.compile, directory)  # type: ignore[method-assign]
+        AnsibleEnvironment.compile_expression = _cached_expression(  # type: ignore[method-assign]
+            AnsibleEnvironment.compile_expression, directory
+        )
+
+
+@contextlib.contextmanager
+def compile_cache(directory: Path) -> Iterator[None]:
+    """Within the block, AnsibleEnvironment.compile and compile_expression read and write
+    ``directory``."""
+    compile_, expression = AnsibleEnvironment.compile, AnsibleEnvironment.compile_expression
+    if getattr(compile_, "procslice_cache", None) == directory:  # installed for the process
+        yield
+        return
+    AnsibleEnvironment.compile = _cached(compile_, directory)  # type: ignore[method-assign]
+    AnsibleEnvironment.compile_expression = _cached_expression(expression, directory)  # type: ignore[method-assign]
     try:
         yield
     finally:
-        AnsibleEnvironment.compile = original  # type: ignore[method-assign]
+        AnsibleEnvironment.compile = compile_  # type: ignore[method-assign]
+        AnsibleEnvironment.compile_expression = expression  # type: ignore[method-assign]
 
 
 class ActionModule(ActionBase):
@@ -207,8 +285,6 @@ class ActionModule(ActionBase):
         options = TemplateOptions(
             escape_backslashes=False, overrides=TemplateOverrides.from_kwargs({"trim_blocks": True})
         )
-        directory = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        directory = directory / "procslice" / "jinja"
-        with compile_cache(directory):
+        with compile_cache(cache_directory()):
             out = templar._engine.template(text, options=options)
         return str(out)

@@ -12,10 +12,10 @@ every service with the task's variables (the including role's own), and returns
 for the plan (procslice_plan) and the apply (procslice_files, procslice-activate); the
 roles register the result as __procslice_unit_render (the slices: __procslice_slices_render).
 With loop_var (procslice_slices: slice) the items are named otherwise in the templates.
-With collect (first, specs: the plan phase) it also carries the roles' results along
-from one render to the next (plan_rendered: the first role's files, plan_specs: every
-role's specs, read from the __procslice_unit_render registered before), so no set_fact
-is needed between.
+With sets (the plan phase: procslice_plan) it renders several such sets in one task,
+each named (service, gunicorn, ..., slices: {services, templates, loop_var, root}), and returns
+sets: name -> {rendered, specs}: a host's every file in one worker process instead of a
+task per role.
 Registered, not returned as facts: facts of an action go to the fact cache, which
 ansible-playbook then reads back (and decodes) at every task of every host.
 One task instead of a lookup per file: a template lookup copies every variable of the
@@ -228,12 +228,38 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         args = self._task.args
-        services = args.get("services") or []
-        templates = args.get("templates") or []
         root = args.get("root")
         wheelhouses = args.get("wheelhouses") or {}
-        loop_var = args.get("loop_var") or "service"
         cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        sets = args.get("sets")
+        if sets is not None:
+            if not isinstance(sets, dict):
+                raise AnsibleActionFail(
+                    "procslice_render: sets must map a name to {services, templates, loop_var}"
+                )
+            out = {}
+            for name, one in sets.items():
+                # a set's own root (podman: none, no releases) over the task's
+                mine = one["root"] if "root" in one else root
+                rendered, specs = self._render_set(one, mine, wheelhouses, task_vars, cache)
+                out[name] = {"rendered": rendered, "specs": specs}
+            result.update(changed=False, sets=out)
+            return result
+        rendered, specs = self._render_set(args, root, wheelhouses, task_vars, cache)
+        result.update(changed=False, rendered=rendered, specs=specs)
+        return result
+
+    def _render_set(
+        self,
+        args: Any,
+        root: Any,
+        wheelhouses: Any,
+        task_vars: dict[str, Any],
+        cache: dict[str, Any],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        services = args.get("services") or []
+        templates = args.get("templates") or []
+        loop_var = args.get("loop_var") or "service"
         rendered = []
         for item in _plan.procslice_unit_sources(services, templates):
             content = None
@@ -243,28 +269,7 @@ class ActionModule(ActionBase):
             rendered.append(entry | {"unit": item["service"].get("unit"), "content": content})
         # the build's wheelhouses are keyed by build (name, package, model): this host's
         mine = _data.procslice_build_pick(wheelhouses, services)
-        specs = _plan.procslice_unit_specs(services, rendered, root, mine)
-        result.update(changed=False, rendered=rendered, specs=specs)
-        # The plan phase renders every role in a row (procslice_plan): collect: first
-        # starts its lists with this role's files, collect: specs adds this role's specs
-        # to those the render before registered.
-        collect = args.get("collect")
-        if collect == "first":
-            result.update(plan_rendered=rendered, plan_specs=[])
-        elif collect == "specs":
-            earlier = task_vars.get("__procslice_unit_render") or {}
-            if "plan_specs" not in earlier:
-                raise AnsibleActionFail(
-                    "procslice_render: collect: specs needs a render with collect: first "
-                    "registered as __procslice_unit_render before it"
-                )
-            result.update(
-                plan_rendered=earlier["plan_rendered"],
-                plan_specs=list(earlier["plan_specs"]) + specs,
-            )
-        elif collect:
-            raise AnsibleActionFail(f"procslice_render: collect: {collect!r}; use first or specs")
-        return result
+        return rendered, _plan.procslice_unit_specs(services, rendered, root, mine)
 
     def _render(
         self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[str, Any]

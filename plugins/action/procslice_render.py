@@ -230,7 +230,7 @@ class ActionModule(ActionBase):
         args = self._task.args
         root = args.get("root")
         wheelhouses = args.get("wheelhouses") or {}
-        cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+        cache: dict[Any, Any] = {}
         sets = args.get("sets")
         if sets is not None:
             if not isinstance(sets, dict):
@@ -255,7 +255,7 @@ class ActionModule(ActionBase):
         root: Any,
         wheelhouses: Any,
         task_vars: dict[str, Any],
-        cache: dict[str, Any],
+        cache: dict[Any, Any],
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         services = args.get("services") or []
         templates = args.get("templates") or []
@@ -272,7 +272,7 @@ class ActionModule(ActionBase):
         return rendered, _plan.procslice_unit_specs(services, rendered, root, mine)
 
     def _render(
-        self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[str, Any]
+        self, src: str, own: dict[str, Any], task_vars: dict[str, Any], cache: dict[Any, Any]
     ) -> str:
         if src not in cache:
             if not os.path.isfile(src):
@@ -284,9 +284,15 @@ class ActionModule(ActionBase):
             cache[src] = (text, extra)
         text, extra = cache[src]
         variables = {**task_vars, **extra, **own}
-        templar = self._templar.copy_with_new_env(
-            available_variables=variables, searchpath=[os.path.dirname(src)]
-        )
+        # one templar (one Jinja environment) per template directory for the whole task:
+        # an environment looks each filter up once, and a new one per file looked the
+        # same filters up again (Jinja's own through every collection's routing)
+        directory = os.path.dirname(src)
+        templar = cache.get(("templar", directory))
+        if templar is None:
+            templar = self._templar.copy_with_new_env(searchpath=[directory])
+            cache[("templar", directory)] = templar
+        templar.available_variables = variables
         options = TemplateOptions(
             escape_backslashes=False, overrides=TemplateOverrides.from_kwargs({"trim_blocks": True})
         )

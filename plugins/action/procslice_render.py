@@ -240,7 +240,7 @@ class ActionModule(ActionBase):
             out = {}
             for name, one in sets.items():
                 # a set's own root (podman: none, no releases) over the task's
-                mine = one["root"] if "root" in one else root
+                mine = one.get("root", root)
                 rendered, specs = self._render_set(one, mine, wheelhouses, task_vars, cache)
                 out[name] = {"rendered": rendered, "specs": specs}
             result.update(changed=False, sets=out)

@@ -490,3 +490,39 @@ def test_the_default_health_note_names_the_path_of_a_unix_socket_url(
     state.write_text("\n".join(lines[:3]) + "\n\n")  # no healthy release recorded yet
     url = "http+unix://%2Frun%2Fprocslice%2Fdemo%2Fhttp.sock/healthz"
     assert decide(tree, health_url=url, health_default=True)["health_default"] == "/healthz"
+
+
+def test_plan_groups_put_each_host_with_something_to_do_in_the_play_that_applies_it() -> None:
+    nothing = {"actions": 0, "services": {}, "slices": {}, "base": {"action": "nothing"}}
+    limits = {
+        "actions": 1,
+        "services": {"api": {"action": "nothing"}},
+        "slices": {"web": {"action": "limits"}},
+        "base": {"action": "nothing"},
+        "disrupts": False,
+    }
+    restart = {
+        "actions": 1,
+        "services": {"api": {"action": "restart"}},
+        "slices": {"web": {"action": "nothing"}},
+        "base": {"action": "nothing"},
+        "disrupts": True,
+    }
+    hostvars = {
+        "a": {"procslice_plan_host": nothing},
+        "b": {"procslice_plan_host": limits},
+        "c": {"procslice_plan_host": restart},
+        "d": {},  # no plan (its plan failed): not applied
+    }
+    assert filters.procslice_plan_live_limits(limits) and not filters.procslice_plan_live_limits(
+        restart
+    )
+    assert filters.procslice_plan_groups(["a", "b", "c", "d"], hostvars) == [
+        {"name": "b", "group": "procslice_limits_apply"},
+        {"name": "c", "group": "procslice_apply"},
+    ]
+    # inventory order is kept: the first host with something to do is the canary
+    assert [entry["name"] for entry in filters.procslice_plan_groups(["c", "b"], hostvars)] == [
+        "c",
+        "b",
+    ]

@@ -292,9 +292,26 @@ def procslice_plan_table(hosts: list[str], hostvars: Mapping[str, Any]) -> list[
     return lines + notes
 
 
+def procslice_plan_groups(hosts: list[str], hostvars: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The hosts with something to do and the play that applies them: {name, group}.
+
+    procslice_limits_apply: only live limits of existing slices (one module call);
+    procslice_apply: anything else (the rolling play). Hosts with nothing to do are left
+    out; so is a host without a plan."""
+    out = []
+    for host in hosts:
+        plan = (hostvars.get(host) or {}).get("procslice_plan_host")
+        if not plan or not plan.get("actions"):
+            continue
+        live = procslice_plan_live_limits(plan)
+        out.append({"name": host, "group": "procslice_limits_apply" if live else "procslice_apply"})
+    return out
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "procslice_plan_groups": procslice_plan_groups,
             "procslice_unit_sources": procslice_unit_sources,
             "procslice_unit_specs": procslice_unit_specs,
             "procslice_activate_argv": procslice_activate_argv,

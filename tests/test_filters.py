@@ -1769,3 +1769,28 @@ def test_metrics_keys_reach_the_runtime_config() -> None:
     # statsd_tags is a flag here; the runtime takes the tags themselves (dogstatsd_tags)
     assert set(ps.METRICS_KEYS) - {"statsd_tags"} <= runtime
     assert "dogstatsd_tags" in runtime
+
+
+def test_layer_vars_name_each_host_with_layers_and_its_layer_variables() -> None:
+    hostvars = {
+        "a": {"procslice_services": [], "procslice_services__90_host": [], "x": 1},
+        "b": {
+            "procslice_services": [],
+            "procslice_slices__10_common": [],
+            "procslice_services__": [],
+        },
+        "c": {"procslice_services": [], "procslice_service__typo": []},
+    }
+    assert ps.procslice_layer_vars(["a", "b", "c"], hostvars) == [
+        {
+            "host": "a",
+            "procslice_services": ["procslice_services__90_host"],
+            "procslice_slices": [],
+        },
+        {
+            "host": "b",
+            "procslice_services": [],
+            "procslice_slices": ["procslice_slices__10_common"],
+        },
+    ]
+    assert ps.procslice_layer_vars(["c"], hostvars) == []

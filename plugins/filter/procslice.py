@@ -48,6 +48,7 @@ __all__ = [
     "procslice_build_key",
     "procslice_errors_with_layers",
     "procslice_layers",
+    "procslice_layer_vars",
     "procslice_build_pick",
     "procslice_build_variants",
     "procslice_errors",
@@ -2132,6 +2133,9 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
+_LAYERED = ("procslice_services", "procslice_slices")
+
+
 def procslice_layers(
     base: Any, layers: Mapping[str, Any] | None, kind: str = "procslice_services"
 ) -> dict[str, Any]:
@@ -2170,6 +2174,27 @@ def procslice_layers(
                 index[name] = len(items)
                 items.append(dict(entry))
     return {"items": items, "origins": origins, "errors": errors}
+
+
+def procslice_layer_vars(
+    hosts: Iterable[str], hostvars: Mapping[str, Any], kinds: Iterable[str] = _LAYERED
+) -> list[dict[str, Any]]:
+    """The hosts that have inventory layers, each with its layer variables' names by kind:
+    ``[{"host": h, "procslice_services": [...], "procslice_slices": [...]}]``; hosts
+    without any ``procslice_services__*`` or ``procslice_slices__*`` variable are left
+    out (preflight merges nothing there)."""
+    out = []
+    for host in hosts:
+        names = list(hostvars[host].keys())
+        found = {
+            kind: sorted(
+                name for name in names if name.startswith(f"{kind}__") and name != f"{kind}__"
+            )
+            for kind in kinds
+        }
+        if any(found.values()):
+            out.append({"host": host, **found})
+    return out
 
 
 def procslice_errors_with_layers(
@@ -2232,6 +2257,7 @@ class FilterModule:
             "procslice_normalize_services": procslice_normalize_services,
             "procslice_errors": procslice_errors,
             "procslice_layers": procslice_layers,
+            "procslice_layer_vars": procslice_layer_vars,
             "procslice_errors_with_layers": procslice_errors_with_layers,
             "procslice_build_variants": procslice_build_variants,
             "procslice_build_pick": procslice_build_pick,

@@ -5,7 +5,9 @@
 # then the fleet alone: beside the fleet's deploys the load-sensitive role tests, the
 # gunicorn reload under load, counted a failed request.) Prints one line per scenario as it ends (with its testinfra count and
 # seconds), and for a failed one what failed (scripts/molecule-summary.sh). Exit 1 if
-# any failed.
+# any failed. MOLECULE_ARGS: more arguments for the role scenarios' `molecule test`
+# (`--destroy=never` keeps the test host, to look at it or re-run its tests; the next
+# run's first step destroys it).
 #   scripts/molecule-roles.sh [fleet] ROLE...
 set -u
 # (associative arrays initialised empty: set -u treats an undeclared one as unbound)
@@ -57,7 +59,8 @@ for role in "${roles[@]}"; do
       && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-fleet-state" exec molecule test -s fleet) \
       > .cache/logs/molecule-fleet.log 2>&1 &
   else
-    (cd "roles/$role" && exec molecule test) > ".cache/logs/molecule-$role.log" 2>&1 &
+    # shellcheck disable=SC2086  # (MOLECULE_ARGS: words, split on purpose)
+    (cd "roles/$role" && exec molecule test ${MOLECULE_ARGS:-}) > ".cache/logs/molecule-$role.log" 2>&1 &
   fi
   pid_role[$!]=$role
   started[$!]=$(date +%s)

@@ -14,6 +14,14 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from unix_socket import (
+    answering_parent,
+    connect_as,
+    health_url,
+    listeners,
+    status_entry,
+    unix_get,
+)
 
 SERVICES = {"hello-aio": ("aio", 8002), "hello-swoole": ("swoole", 8003)}
 VENV = "/srv/procslice/{name}/current/venv"
@@ -105,6 +113,74 @@ def test_stopped_service_is_started_by_a_connection_to_its_socket(host):
     # while the service starts, and is answered.
     assert get(host, 8002, "/healthz") == "ok", journal(host, name)
     assert host.service(unit(name)).is_running, journal(host, name)
+
+
+# ---- hello-aio-unix: a unix socket in listen (unix:PATH), no port -----------------------
+
+UNIX_SOCKET = "/run/procslice/hello-aio-unix/http.sock"
+
+
+def test_unix_socket_service_answers_over_its_socket_file(host):
+    name = "hello-aio-unix"
+    assert host.service(unit(name)).is_running, journal(host, name)
+    code, parent = answering_parent(host, UNIX_SOCKET, "/whoami", name)
+    assert code == 200
+    # Answered by a worker of the unit's main process.
+    assert parent == prop(host, name, "MainPID"), journal(host, name)
+    assert unix_get(host, UNIX_SOCKET, "/healthz") == (200, "ok")
+    listen = host.check_output("systemctl show -P Listen procslice-hello-aio-unix.socket")
+    assert listen == f"{UNIX_SOCKET} (Stream)"
+
+
+def test_unix_socket_file_has_the_owner_group_and_mode_its_keys_say(host):
+    # socket_user www-data, socket_group left out (the service's own), socket_mode "0600".
+    sock = host.file(UNIX_SOCKET)
+    assert sock.is_socket
+    assert (sock.user, sock.group, oct(sock.mode)) == (
+        "www-data",
+        "procslice-hello-aio-unix",
+        "0o600",
+    )
+    # Enforced: the owner may connect, the service's own user (group, no g+w) may not.
+    assert connect_as(host, "www-data", UNIX_SOCKET).rc == 0
+    refused = connect_as(host, "procslice-hello-aio-unix", UNIX_SOCKET)
+    assert refused.rc != 0 and "PermissionError" in refused.stderr, refused.stderr
+
+
+def test_unix_socket_service_is_started_by_a_connection_to_its_socket(host):
+    name = "hello-aio-unix"
+    assert prop(host, name, "TriggeredBy") == "procslice-hello-aio-unix.socket"
+    main = prop(host, name, "MainPID")
+    held = listeners(host, UNIX_SOCKET)
+    assert "pid=1," in held and f"pid={main}," in held, held
+    host.run_expect([0], f"systemctl stop {unit(name)}")
+    assert prop(host, name, "ActiveState") == "inactive"
+    assert host.service("procslice-hello-aio-unix.socket").is_running
+    code, parent = answering_parent(host, UNIX_SOCKET, "/whoami", name)
+    assert code == 200, journal(host, name)
+    assert host.service(unit(name)).is_running, journal(host, name)
+    assert parent == prop(host, name, "MainPID") != main
+
+
+def test_unix_socket_service_passes_its_health_gate_over_the_socket(host):
+    url = health_url(UNIX_SOCKET)
+    args = host.file("/var/lib/procslice/applied/procslice-hello-aio-unix.args").content_string
+    assert url in args.splitlines(), args
+    # The gate on its own: a reload, then 200 three times in a row over the socket.
+    gate = host.run(
+        "PROCSLICE_AT_LEAST=reload /usr/local/lib/procslice/activate "
+        "--replay procslice-hello-aio-unix"
+    )
+    assert (gate.rc, gate.stdout.strip()) == (0, "reloaded"), gate.stderr + journal(
+        host, "hello-aio-unix"
+    )
+
+
+def test_unix_socket_service_reported_ok_by_procslice_status(host):
+    entry = status_entry(host, "hello-aio-unix")
+    assert entry["state"] == "active"
+    assert entry["health"]["url"] == health_url(UNIX_SOCKET)
+    assert entry["health"]["state"] == "ok", (entry["health"], journal(host, "hello-aio-unix"))
 
 
 # ---- READY, STATUS and sizing --------------------------------------------------------

@@ -607,6 +607,7 @@ def test_filter_module_maps_the_filters() -> None:
         "procslice_normalize_services": ps.procslice_normalize_services,
         "procslice_errors": ps.procslice_errors,
         "procslice_layers": ps.procslice_layers,
+        "procslice_layer_vars": ps.procslice_layer_vars,
         "procslice_errors_with_layers": ps.procslice_errors_with_layers,
         "procslice_build_variants": ps.procslice_build_variants,
         "procslice_build_pick": ps.procslice_build_pick,

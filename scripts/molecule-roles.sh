@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run molecule scenarios, MOLECULE_JOBS at a time (default 2), longest first: each
 # role's, and `fleet` (molecule/fleet); each one's output goes to
-# .cache/logs/molecule-<role>.log. (`make molecule` runs the role scenarios this way,
-# then the fleet alone: beside the fleet's deploys the load-sensitive role tests, the
-# gunicorn reload under load, counted a failed request.) Prints one line per scenario as it ends (with its testinfra count and
-# seconds), and for a failed one what failed (scripts/molecule-summary.sh). Exit 1 if
+# .cache/logs/molecule-<role>.log, every line stamped with its time (scripts/molecule-steps.sh).
+# (`make molecule` runs them all this way, the fleet beside the role scenarios, three at a
+# time.) Prints one line per scenario as it ends, with its testinfra count and the
+# seconds of each molecule step, and for a failed one what failed
+# (scripts/molecule-summary.sh). Exit 1 if
 # any failed. MOLECULE_ARGS: more arguments for the role scenarios' `molecule test`
 # (`--destroy=never` keeps the test host, to look at it or re-run its tests; the next
 # run's first step destroys it).
@@ -31,7 +32,7 @@ finish() {  # $1: pid that ended, $2: its status
   local took=$(( $(date +%s) - ${started[$1]} )) tests
   tests=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -oE '[0-9]+ passed[^=]*in [0-9.]+s' | tail -n 1)
   if [ "$2" -eq 0 ]; then
-    echo "== molecule: $role passed in ${took}s (${tests:-no testinfra count})"
+    echo "== molecule: $role passed in ${took}s (${tests:-no testinfra count}; $(scripts/molecule-steps.sh sum "$log"))"
   else
     echo "== molecule: $role FAILED after ${took}s (log: $log)"
     scripts/molecule-summary.sh "$log"
@@ -55,12 +56,13 @@ for role in "${roles[@]}"; do
     # run starts from an empty state directory of its own. Not `molecule reset`: the
     # podman driver's reset removes every molecule container on the machine, the role
     # scenarios' running beside it included.
-    (rm -rf .cache/molecule-fleet-state \
-      && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-fleet-state" exec molecule test -s fleet) \
-      > .cache/logs/molecule-fleet.log 2>&1 &
+    (set -o pipefail; rm -rf .cache/molecule-fleet-state \
+      && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-fleet-state" molecule test -s fleet 2>&1 \
+      | scripts/molecule-steps.sh stamp) > .cache/logs/molecule-fleet.log 2>&1 &
   else
     # shellcheck disable=SC2086  # (MOLECULE_ARGS: words, split on purpose)
-    (cd "roles/$role" && exec molecule test ${MOLECULE_ARGS:-}) > ".cache/logs/molecule-$role.log" 2>&1 &
+    (set -o pipefail; cd "roles/$role" && molecule test ${MOLECULE_ARGS:-} 2>&1 \
+      | ../../scripts/molecule-steps.sh stamp) > ".cache/logs/molecule-$role.log" 2>&1 &
   fi
   pid_role[$!]=$role
   started[$!]=$(date +%s)

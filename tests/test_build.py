@@ -105,6 +105,9 @@ WHEEL_TAG = {WHEEL_TAG!r}
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    if os.environ.get("TINY_BACKEND_BUILDS"):  # a line per build, for the tests to count
+        with open(os.environ["TINY_BACKEND_BUILDS"], "a") as log:
+            log.write("built\\n")
     name, version = "procslice", "0.1.0"
     info = f"{{name}}-{{version}}.dist-info"
     files = {{
@@ -331,3 +334,29 @@ def test_check_mode_resolves_without_writing_the_lock(locked: dict[str, Any]) ->
     # --check -e procslice_refresh=true: the new versions planned, the lock left alone
     assert built(locked, check=True, refresh=True)["lock"] == {"tinypkg": "1.1"}
     assert locked["lock"].read_text() == lock
+
+
+def test_the_runtime_is_built_once_for_every_service_until_its_sources_change(
+    locked: dict[str, Any],
+) -> None:
+    builds = locked["tmp"] / "runtime-builds.log"
+    locked["env"]["TINY_BACKEND_BUILDS"] = str(builds)
+    api = locked["spec"]["services"][0]
+    web = {**api, "name": "web"}
+    first = json.loads(built_run(locked, services=[api, web]).stdout)["wheelhouses"]
+    assert set(first) == {"api", "web"}
+    assert builds.read_text().splitlines() == ["built"], "the runtime was built per service"
+    for wheelhouse in first.values():
+        with tarfile.open(wheelhouse["archive"]) as tar:
+            assert "procslice-0.1.0-py3-none-any.whl" in tar.getnames()
+    # A change of the runtime's sources: a new runtime wheel, new releases.
+    (locked["tmp"] / "runtime" / "src" / "procslice" / "__init__.py").write_text("# 2\n")
+    second = json.loads(built_run(locked, services=[api, web]).stdout)["wheelhouses"]
+    assert builds.read_text().splitlines() == ["built", "built"]
+    assert {second[n]["hash"] for n in second}.isdisjoint({first[n]["hash"] for n in first})
+
+
+def built_run(locked: dict[str, Any], **extra: Any) -> subprocess.CompletedProcess[str]:
+    run = run_build(locked, **extra)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run

@@ -271,6 +271,38 @@ def resolve_lock(
     return text, pins
 
 
+def runtime_wheel(runtime: Path, cache_dir: Path, name: str) -> Path:
+    """The runtime's wheel, built once per content of its RUNTIME_FILES and kept in
+    <cache_dir>/.runtime/<hash>/: each wheelhouse takes it as it is, instead of pip
+    building the runtime from its sources again for every service (in an isolated
+    build environment: about 2 s of CPU each). `name`: the service, for the message."""
+    digest = hashlib.sha256()
+    for sub in RUNTIME_FILES:
+        tree_digest(runtime / sub, digest)
+    out = cache_dir / ".runtime" / digest.hexdigest()[:12]
+    if (out / ".complete").is_file():
+        return out / (out / ".complete").read_text().strip()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    with tempfile.TemporaryDirectory(prefix="procslice-runtime.") as sources:
+        copy = clean_copy(runtime, Path(sources, "runtime"), only=RUNTIME_FILES)
+        argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir"]
+        run = subprocess.run([*argv, str(tmp), str(copy)], capture_output=True, text=True)
+    wheels = sorted(tmp.glob("*.whl"))
+    if run.returncode != 0 or len(wheels) != 1:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(build_failure(name, run.stdout, run.stderr))
+    (tmp / ".complete").write_text(wheels[0].name + "\n")
+    try:
+        tmp.rename(out)
+    except OSError:
+        # Another run on this controller built it meanwhile: keep that one.
+        if not (out / ".complete").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / (out / ".complete").read_text().strip()
+
+
 def build_failure(name: str, stdout: str, stderr: str) -> str:
     """pip's own verdict first (its ERROR: lines), then the rest of what it printed."""
     errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
@@ -327,8 +359,8 @@ def build(
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{release_hash}.", dir=out.parent))
+    runtime_whl = str(runtime_wheel(runtime, Path(spec["cache_dir"]), service["name"]))
     with tempfile.TemporaryDirectory(prefix="procslice-sources.") as sources:
-        runtime_copy = clean_copy(runtime, Path(sources, "runtime"), only=RUNTIME_FILES)
         args = [
             str(clean_copy(Path(arg), Path(sources, f"package-{index}")))
             if Path(arg).is_dir()
@@ -336,7 +368,7 @@ def build(
             for index, arg in enumerate(pkg_args)
         ]
         pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
-        runs = [[*pip, "-c", str(constraints), str(runtime_copy), *extra, *args]]
+        runs = [[*pip, "-c", str(constraints), runtime_whl, *extra, *args]]
         if lock is not None:
             # The lock's wheels, each checked against its hashes; then the runtime and
             # the server under the lock's versions too (one set for the host to install).
@@ -350,7 +382,7 @@ def build(
                     str(constraints),
                     "-c",
                     str(Path(sources, "pins.txt")),
-                    str(runtime_copy),
+                    runtime_whl,
                     *extra,
                 ],
             ]

@@ -44,7 +44,10 @@ def pinned(name: str) -> str:
 
 
 def test_only_present_python_services_get_a_wheelhouse():
-    assert sorted(p.name for p in CACHE.iterdir()) == ["hello"]
+    # (.runtime: the runtime's wheel, built once for every wheelhouse)
+    assert sorted(p.name for p in CACHE.iterdir()) == [".runtime", "hello"]
+    (runtime,) = (CACHE / ".runtime").iterdir()
+    assert [p.name for p in runtime.glob("*.whl")] == ["procslice-0.1.0-py3-none-any.whl"]
 
 
 def test_two_builds_of_the_same_inputs_give_one_hash():

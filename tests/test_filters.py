@@ -1746,13 +1746,33 @@ def test_error_metrics_setting_of_the_wrong_type(key: str, value: Any, text: str
     assert message.startswith(f"procslice_services[api].{key}: {ps._show(value)} {text}")
 
 
-@pytest.mark.parametrize("key", ["metrics_listen", "request_metrics", "statsd", "statsd_tags"])
+@pytest.mark.parametrize("key", ["request_metrics", "statsd", "statsd_tags"])
 def test_error_metrics_keys_on_a_podman_service(key: str) -> None:
     value = {"request_metrics": True, "statsd_tags": True}.get(key, "127.0.0.1:9100")
     data = {"name": "proxy", "model": "podman", "image": "docker.io/library/nginx:1.27", key: value}
     message = one_error(services=[data])
     assert message.startswith(f"procslice_services[proxy].{key}: a podman service's app runs")
     assert message.endswith("remove it")
+
+
+def test_a_podman_services_metrics_listen_is_where_its_image_serves_metrics() -> None:
+    # One of the container's published ports: the app's own /metrics, which the host's
+    # exporter passes on; no bind of procslice's, so no port collision with `ports`.
+    data = {
+        "name": "proxy",
+        "model": "podman",
+        "image": "docker.io/library/nginx:1.27",
+        "ports": ["127.0.0.1:8004:8000"],
+        "metrics_listen": "127.0.0.1:8004",
+    }
+    assert errors(services=[data]) == []
+    svc = service(data)
+    assert svc["metrics_listen"] == "127.0.0.1:8004"
+    assert "_metrics_bind" not in svc and "statsd" not in svc
+    off = service({k: v for k, v in data.items() if k != "metrics_listen"})
+    assert off["metrics_listen"] == ""
+    message = one_error(services=[dict(data, metrics_listen="localhost:8004")])
+    assert message.startswith('procslice_services[proxy].metrics_listen: "localhost:8004" is not')
 
 
 def test_error_gunicorn_metrics_listen_on_its_own_listen_port() -> None:

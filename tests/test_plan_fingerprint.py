@@ -32,9 +32,11 @@ BUILD_TASKS = REPO / "roles/procslice_build/tasks/build.yml"
 FINGERPRINTED = {
     "ansible_managed",
     "procslice_service_exporter_listen",
-    "__procslice_service_present",
+    # (the present services of every model, podman's too: the plan's
+    # __procslice_plan_exported takes the same ones)
+    "__procslice_service_all_services",
 }
-SERVICE_FIELDS = {"name", "metrics_listen", "model"}
+SERVICE_FIELDS = {"name", "metrics_listen", "model", "state"}
 
 
 def _env() -> jinja2.Environment:
@@ -64,15 +66,16 @@ def test_the_exporter_template_reads_only_fingerprinted_service_fields() -> None
         if node.name in {"selectattr", "rejectattr", "map"}
         and node.args
         and isinstance(node.args[0], jinja2.nodes.Const)
-        and str(node.args[0].value) not in {"in", "eq", "attribute"}
+        and str(node.args[0].value) not in {"in", "eq", "attribute", "present"}
     }
     # selectattr('model', 'in', [...]) and selectattr('metrics_listen'): the first argument
     assert fields <= SERVICE_FIELDS, sorted(fields - SERVICE_FIELDS)
     plan = PLAN_VARS.read_text()
     for field in ("name", "metrics_listen"):
         assert f"map(attribute='{field}')" in plan, field
-    assert "selectattr('model', 'in', ['gunicorn', 'aio', 'swoole'])" in plan
-    assert "selectattr('model', 'in', ['gunicorn', 'aio', 'swoole'])" in EXPORTER.read_text()
+    for text in (plan, EXPORTER.read_text()):
+        assert "selectattr('state', 'eq', 'present')" in text
+        assert "selectattr('model', 'in', ['gunicorn', 'aio', 'swoole', 'podman'])" in text
 
 
 def test_the_build_fingerprints_every_tool_the_hosts_get() -> None:

@@ -9,6 +9,10 @@
                            ("forked 57 of 500: [Errno 11] ..."), then reaps them: the
                            container's --pids-limit stops a fork bomb.
     GET /env?name=X     -> the value of environment variable X.
+    GET /metrics        -> Prometheus text: the requests answered so far by status class
+                           and method, under procslice's own name
+                           (procslice_http_requests_total{code,method}), which the host's
+                           exporter passes on when the service sets metrics_listen.
 
 Standard library only; it listens on $PORT (default 8000) and stops on SIGTERM.
 """
@@ -27,6 +31,22 @@ from urllib.parse import parse_qs, urlparse
 
 HELD: list[bytes] = []
 MIB = 1 << 20
+# (status class, method) -> requests answered; /metrics itself is not counted.
+COUNTS: dict[tuple[str, str], int] = {}
+COUNTS_LOCK = threading.Lock()
+
+
+def metrics_text() -> str:
+    lines = [
+        "# HELP procslice_http_requests_total Requests answered, by status class and method.",
+        "# TYPE procslice_http_requests_total counter",
+    ]
+    with COUNTS_LOCK:
+        for (code, method), count in sorted(COUNTS.items()):
+            lines.append(
+                f'procslice_http_requests_total{{code="{code}",method="{method}"}} {count}'
+            )
+    return "\n".join(lines)
 
 
 def _int(query: dict[str, list[str]], name: str, default: int) -> int:
@@ -65,6 +85,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, text: str) -> None:
         body = (text + "\n").encode()
+        if urlparse(self.path).path != "/metrics":
+            with COUNTS_LOCK:
+                key = (f"{status // 100}xx", self.command)
+                COUNTS[key] = COUNTS.get(key, 0) + 1
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -89,6 +113,8 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/env":
             name = query.get("name", [""])[0]
             self._answer(200, os.environ.get(name, ""))
+        elif url.path == "/metrics":
+            self._answer(200, metrics_text())
         else:
             self._answer(404, "not found")
 

@@ -1333,14 +1333,17 @@ def _metrics_settings(
         return {}
     if model == "podman":
         for key in METRICS_KEYS:
-            if key in entry:
+            if key in entry and key != "metrics_listen":
                 errors.add(
                     f"{path}.{key}",
                     "a podman service's app runs in its image: procslice cannot count its "
                     "requests or send its figures (the host's exporter reports the unit's "
-                    "CPU, memory, tasks and IO); remove it",
+                    "CPU, memory, tasks and IO, and with metrics_listen the app's own "
+                    "/metrics); remove it",
                 )
-        return {}
+        # Where the image's app serves its own Prometheus text (/metrics), as the host
+        # reaches it: one of its published ports, so no bind of its own to cross-check.
+        return _checked(entry, path, errors, {"metrics_listen": ""}, _metrics_problem)
     settings = _checked(entry, path, errors, METRICS_DEFAULTS, _metrics_problem)
     if settings["metrics_listen"]:
         host, port = _parse_listen(settings["metrics_listen"])

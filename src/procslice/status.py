@@ -1474,7 +1474,8 @@ def prometheus_text(statuses: Sequence[ServiceStatus]) -> str:
 
 # ------------------------------------------------------------- runtime metrics
 
-RUNTIME_MODELS = ("gunicorn", "aio", "swoole")
+# (podman: the image's own /metrics, at the metrics_listen the exporter's unit names)
+RUNTIME_MODELS = ("gunicorn", "aio", "swoole", "podman")
 RUNTIME_TIMEOUT = 1.0
 # Service name -> metrics_listen, from --runtime-metrics (the exporter's unit names them:
 # it cannot read the services' 0750 configuration directories).
@@ -1549,11 +1550,13 @@ def merge_expositions(texts: Mapping[str, str]) -> str:
 
 def _runtime_address(status: ServiceStatus, etc: str, addresses: Mapping[str, str]) -> str | None:
     """Where an active gunicorn, aio or swoole service serves its metrics (host:port),
-    or None."""
+    or a podman service's image (its metrics_listen, named to the exporter), or None."""
     if status.model not in RUNTIME_MODELS or status.state != "active":
         return None
     address = addresses.get(status.service)
-    if address is None and status.model == "gunicorn":
+    if status.model == "podman":
+        pass  # (no configuration file of procslice's to read it from)
+    elif address is None and status.model == "gunicorn":
         config = _read(f"{etc}/{status.service}/gunicorn.conf.py")
         address = gunicorn_metrics_address(config) if config else None
     elif address is None:

@@ -52,6 +52,32 @@ def test_service_answers_on_its_published_port(host):
     assert "Slice=procslice-web.slice" in props
 
 
+def test_the_exporter_passes_the_images_own_metrics_on_labelled_with_the_service(host):
+    # metrics_listen: where the image's app serves /metrics (one of its published ports).
+    wait_healthy(host)
+    unit = host.check_output("systemctl cat prometheus-procslice-exporter.service")
+    assert f"--runtime-metrics demo=127.0.0.1:{PORT}" in unit
+
+    def served() -> float:
+        text = host.check_output("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
+        line = re.search(
+            r'^procslice_http_requests_total\{service="demo",code="2xx",method="GET"\} (\S+)$',
+            text,
+            re.M,
+        )
+        assert line, [ln for ln in text.splitlines() if "demo" in ln][:20]
+        return float(line.group(1))
+
+    before = served()
+    for _ in range(5):
+        assert get(host, "/").rc == 0
+    # (the exporter collects at most once a second)
+    deadline = time.time() + 10
+    while served() < before + 5:
+        assert time.time() < deadline, (before, served())
+        time.sleep(0.5)
+
+
 def test_podman_uses_runc_and_the_procslice_configuration(host):
     conf = host.file("/etc/containers/containers.conf.d/50-procslice.conf")
     assert conf.exists and 'runtime = "runc"' in conf.content_string

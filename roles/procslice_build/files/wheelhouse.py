@@ -271,6 +271,19 @@ def resolve_lock(
     return text, pins
 
 
+def publish(tmp: Path, out: Path, marker: str) -> None:
+    """Mark a finished build complete (``marker`` in its .complete) and move it from its
+    temporary directory to ``out``; when another run on this controller built the same
+    meanwhile, keep that one."""
+    (tmp / ".complete").write_text(marker + "\n")
+    try:
+        tmp.rename(out)
+    except OSError:
+        if not (out / ".complete").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def runtime_wheel(runtime: Path, cache_dir: Path, name: str) -> Path:
     """The runtime's wheel, built once per content of its RUNTIME_FILES and kept in
     <cache_dir>/.runtime/<hash>/: each wheelhouse takes it as it is, instead of pip
@@ -292,14 +305,7 @@ def runtime_wheel(runtime: Path, cache_dir: Path, name: str) -> Path:
     if run.returncode != 0 or len(wheels) != 1:
         shutil.rmtree(tmp, ignore_errors=True)
         raise SystemExit(build_failure(name, run.stdout, run.stderr))
-    (tmp / ".complete").write_text(wheels[0].name + "\n")
-    try:
-        tmp.rename(out)
-    except OSError:
-        # Another run on this controller built it meanwhile: keep that one.
-        if not (out / ".complete").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, out, wheels[0].name)
     return out / (out / ".complete").read_text().strip()
 
 
@@ -403,14 +409,7 @@ def build(
         for item in sorted(tmp.iterdir()):
             if item.name != "wheelhouse.tar":
                 tar.add(item, arcname=item.name)
-    (tmp / ".complete").write_text(release_hash + "\n")
-    try:
-        tmp.rename(out)
-    except OSError:
-        # Another run on this controller built the same wheelhouse meanwhile: keep its.
-        if not (out / ".complete").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, out, release_hash)
     return result, True
 
 

@@ -2,7 +2,8 @@
 # Install the Debian packages procslice's controller needs (idempotent, quiet when
 # everything is there). Run as root on Debian 12.
 set -euo pipefail
-# prometheus: its promtool checks and tests the alert rules (dashboards/)
+# prometheus: its promtool checks and tests the alert rules (dashboards/), and its server
+# binary scrapes the fleet for its tests and make show (scripts/prometheus_local.py)
 packages=(podman runc debootstrap uidmap openssh-client wrk rsync make curl iptables prometheus)
 missing=()
 for p in "${packages[@]}"; do
@@ -20,8 +21,8 @@ echo "debian packages: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The prometheus package is here for its promtool (the alert rules' checks); its
-# server, which Debian starts on install, is not wanted on the controller.
+# Debian's prometheus.service, which it starts on install, is not wanted on the
+# controller: scripts/prometheus_local.py runs the binary with its own configuration.
 if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
    && [ -d /run/systemd/system ]; then
   systemctl disable --now prometheus.service >/dev/null 2>&1 || true

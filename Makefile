@@ -9,13 +9,15 @@ export PATH := $(VENV)/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/config/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_DEPRECATION_WARNINGS := False
+# (ansible.cfg's internal_poll_interval, for the runs that read molecule's own config)
+export ANSIBLE_INTERNAL_POLL_INTERVAL := 0.01
 FLEET_SIZE ?= 3
 # A front host running haproxy before the fleet's services (group procslice_front).
 FLEET_FRONT ?= true
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: help setup deps venv image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet bench clean
+.PHONY: help setup deps venv plot-deps image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,6 +35,13 @@ $(VENV)/.stamp: requirements/controller.txt
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/controller.txt
 	@touch $@
 
+# matplotlib, for the charts of bench and show: installed when requirements/bench.txt changes.
+plot-deps: venv
+	@cmp -s requirements/bench.txt $(VENV)/.bench-stamp || { \
+	  echo "controller venv: installing requirements/bench.txt"; \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/bench.txt \
+	  && cp requirements/bench.txt $(VENV)/.bench-stamp; }
+
 image: deps ## Build the Debian 12 systemd base image (only when its recipe changed)
 	@scripts/build-base-image.sh
 
@@ -42,14 +51,17 @@ demo-image: image ## Build the demo podman app image archive (.cache/images; onl
 fleet: setup ## Start the local fleet (FLEET_SIZE hosts, default 3, and a front host unless FLEET_FRONT=false)
 	ansible-playbook playbooks/fleet.yml -e fleet_size=$(FLEET_SIZE) -e fleet_front=$(FLEET_FRONT)
 
-fleet-down: venv ## Destroy the local fleet
+fleet-down: venv ## Stop the controller's Prometheus and destroy the local fleet
+	python scripts/prometheus_local.py stop
 	ansible-playbook playbooks/fleet.yml -e fleet_state=absent
 
-deploy: fleet demo-image ## Deploy inventory/local to the local fleet
+deploy: fleet demo-image ## Deploy inventory/local to the local fleet, start the controller's Prometheus scraping it
 	ansible-playbook deploy.yml
+	python scripts/prometheus_local.py start
 
-show: venv ## Show every service answering, with its slice, limits and workers
+show: venv plot-deps ## Show every service answering, with its slice, limits and workers; chart its metrics (.cache/show/fleet.png)
 	ansible-playbook playbooks/show.yml
+	python scripts/prometheus_local.py show
 
 demo: deploy show ## Set up, start the fleet, deploy, and show the services answering
 
@@ -65,14 +77,21 @@ lint: deps venv ## yamllint, ansible-lint, ruff, mypy, promtool check rules
 rules: setup ## The alert rules' tests (each rule fires on its case and not on the other)
 	promtool test rules dashboards/procslice.rules.test.yml
 
+# pytest-xdist workers (a test file stays on one worker: its module fixtures run once).
+PYTEST_JOBS ?= 2
 pytest: venv ## Unit, runtime process, filter and preflight tests
-	PYTHONPATH=$(CURDIR)/src pytest -q
+	PYTHONPATH=$(CURDIR)/src pytest -q -n $(PYTEST_JOBS) --dist loadfile
 
-molecule: molecule-roles molecule-fleet ## Every role's scenario, then the fleet scenario
+# MOLECULE_JOBS scenarios at a time (default 3), each on its own test hosts, the fleet
+# first (the longest), logs per scenario in .cache/logs. Measured on 2 cores: the fleet
+# beside the role scenarios takes 35.5 min for all of them, against 41 min for the role
+# scenarios two at a time and then the fleet alone (its tests wait on health gates and
+# rolling batches, time the role scenarios now use).
+MOLECULE_JOBS ?= 3
+molecule: setup ## Every scenario, the fleet's beside the roles' (MOLECULE_JOBS at a time)
+	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet $(ROLES)
 
-# Two scenarios at a time (MOLECULE_JOBS), each on its own test host; logs per role.
-MOLECULE_JOBS ?= 2
-molecule-roles: setup
+molecule-roles: setup ## Every role's scenario (ROLES=..., MOLECULE_JOBS at a time)
 	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh $(ROLES)
 
 molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
@@ -83,19 +102,16 @@ molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
 	@mkdir -p .cache/logs
 	rm -rf .cache/molecule-fleet-state
 	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule-fleet-state molecule test -s fleet 2>&1 \
-	  | tee .cache/logs/molecule-fleet.log \
+	  | scripts/molecule-steps.sh stamp | tee .cache/logs/molecule-fleet.log \
 	  || { scripts/molecule-summary.sh .cache/logs/molecule-fleet.log; exit 1; }
+	@echo "== molecule: fleet steps: $$(scripts/molecule-steps.sh sum .cache/logs/molecule-fleet.log)"
 
 test: setup lint pytest rules molecule ## Everything CI runs
 
-bench: setup ## Benchmarks: serving, reloads, a leak under MemoryMax, deploy times (BENCH_ONLY=leak,deploy)
-	@# matplotlib for bench/results/serving.png: installed when requirements/bench.txt changes.
-	@cmp -s requirements/bench.txt $(VENV)/.bench-stamp || { \
-	  echo "controller venv: installing requirements/bench.txt"; \
-	  $(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements/bench.txt \
-	  && cp requirements/bench.txt $(VENV)/.bench-stamp; }
+bench: setup plot-deps ## Benchmarks: serving, reloads, a leak under MemoryMax, deploy times (BENCH_ONLY=leak,deploy)
 	PYTHONPATH=$(CURDIR)/src python bench/run.py $(if $(BENCH_ONLY),--only $(BENCH_ONLY)) $(BENCH_ARGS)
 
 clean: ## Destroy the local fleet and the build cache
+	-python scripts/prometheus_local.py stop
 	-ansible-playbook playbooks/fleet.yml -e fleet_state=absent
 	rm -rf .cache

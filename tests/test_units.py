@@ -408,7 +408,7 @@ def test_gunicorn_without_metrics_listen_has_no_hooks_and_no_runtime_directory()
     assert "pre_request" not in text and "requests=False," in text
 
 
-def test_exporter_serves_the_metrics_of_gunicorn_aio_and_swoole_services() -> None:
+def test_exporter_serves_the_metrics_of_every_service_with_a_metrics_address() -> None:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(REPO / "roles" / "procslice_service" / "templates")),
         undefined=jinja2.StrictUndefined,
@@ -425,14 +425,31 @@ def test_exporter_serves_the_metrics_of_gunicorn_aio_and_swoole_services() -> No
         ),
         normalised("swoole", metrics_listen="127.0.0.1:9003"),
         normalised("aio", name="quiet", listen=["0.0.0.0:8001"]),
+        # gone: no address to fetch
+        normalised("aio", name="old", listen=["0.0.0.0:8005"], metrics_listen="127.0.0.1:9005")
+        | {"state": "absent"},
+        # the image's own /metrics, at one of its published ports
+        ps.procslice_normalize_services(
+            [
+                {
+                    "name": "box",
+                    "model": "podman",
+                    "image": "localhost/box:1",
+                    "ports": ["8004:8000"],
+                    "metrics_listen": "127.0.0.1:8004",
+                }
+            ],
+            SLICES,
+        )[0],
     ]
     text = env.get_template("prometheus-procslice-exporter.service.j2").render(
-        __procslice_service_present=services,
+        __procslice_service_all_services=services,
         procslice_service_exporter_listen="0.0.0.0:9100",
         **VARS,
     )
     exec_start = unit(text)["Service"]["ExecStart"]
     assert exec_start == (
         "/usr/local/bin/procslice status --serve 0.0.0.0:9100 "
-        "--runtime-metrics web=127.0.0.1:9004 --runtime-metrics api=127.0.0.1:9003"
+        "--runtime-metrics web=127.0.0.1:9004 --runtime-metrics api=127.0.0.1:9003 "
+        "--runtime-metrics box=127.0.0.1:8004"
     )

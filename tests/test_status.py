@@ -966,3 +966,34 @@ def test_status_shows_requests_per_second_errors_and_p99_of_a_runtime(tmp_path: 
     document = status.host_document([api], 2.0, host="h1")
     row = format_table([document]).splitlines()[1]
     assert "100/s 5.0% p99 45ms" in row
+
+
+def test_status_reads_a_podman_services_metrics_address_from_the_exporters_unit(
+    tmp_path: Path,
+) -> None:
+    # The image's own /metrics (metrics_listen on podman): procslice writes no
+    # configuration for it, the exporter's unit names it (--runtime-metrics).
+    texts = [_request_text(100, 0, [50, 90, 100, 100, 100])]
+    with metrics_endpoint(lambda: texts[-1]) as port:
+        host = fake_v1(tmp_path)
+        host.units["procslice-api.service"]["ExecStart"] = PODMAN_EXEC_START
+        host.write(
+            status.EXPORTER_UNIT,
+            "[Service]\nExecStart=/usr/local/bin/procslice status --serve 0.0.0.0:9100 "
+            f"--runtime-metrics other=127.0.0.1:1 --runtime-metrics api=127.0.0.1:{port}\n",
+        )
+        assert status.exporter_addresses(str(tmp_path)) == {
+            "other": "127.0.0.1:1",
+            "api": f"127.0.0.1:{port}",
+        }
+
+        def sleep(seconds: float) -> None:
+            texts.append(_request_text(300, 20, [100, 180, 290, 300, 300]))
+
+        clock = iter([10.0, 12.0])
+        [api] = collect(
+            root=str(tmp_path), runner=host.systemctl, sleep=sleep, clock=lambda: next(clock)
+        )
+    assert api.model == "podman"
+    assert api.requests_per_second == 110.0  # (200 + 20) answers in the 2 s sample
+    assert api.requests_error_ratio == pytest.approx(20 / 220)

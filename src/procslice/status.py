@@ -1048,10 +1048,11 @@ def collect(
     # Requests per second, 5xx share and p99 of the runtimes that count them (aio and
     # swoole with metrics_listen), over the same sample.
     etc = os.path.join(root, "etc", "procslice")
+    known = {**exporter_addresses(root), **RUNTIME_ADDRESSES} if interval > 0 else {}
     counted = {
         s.unit: address
         for s in statuses
-        if interval > 0 and (address := _runtime_address(s, etc, RUNTIME_ADDRESSES))
+        if interval > 0 and (address := _runtime_address(s, etc, known))
     }
     counts_before = {unit: _request_counts(address) for unit, address in counted.items()}
     start = clock()
@@ -1480,6 +1481,28 @@ RUNTIME_TIMEOUT = 1.0
 # Service name -> metrics_listen, from --runtime-metrics (the exporter's unit names them:
 # it cannot read the services' 0750 configuration directories).
 RUNTIME_ADDRESSES: dict[str, str] = {}
+
+
+# The exporter's unit, which names every service's metrics address (--runtime-metrics):
+# `procslice status` on the command line reads a podman service's there, having no other
+# record of it (procslice writes no configuration for an image's app).
+EXPORTER_UNIT = "etc/systemd/system/prometheus-procslice-exporter.service"
+
+
+def exporter_addresses(root: str = "/") -> dict[str, str]:
+    """Service name -> metrics address, from the installed exporter unit's ExecStart
+    (``--runtime-metrics NAME=HOST:PORT``); empty without the unit."""
+    text = _read(os.path.join(root, EXPORTER_UNIT)) or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.startswith("ExecStart="):
+            continue
+        words = line.split()
+        for flag, value in zip(words, words[1:], strict=False):
+            name, equals, address = value.partition("=")
+            if flag == "--runtime-metrics" and equals and name and address:
+                found[name] = address
+    return found
 
 
 def gunicorn_metrics_address(config_text: str) -> str | None:

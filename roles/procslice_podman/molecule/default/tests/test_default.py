@@ -76,6 +76,12 @@ def test_the_exporter_passes_the_images_own_metrics_on_labelled_with_the_service
     while served() < before + 5:
         assert time.time() < deadline, (before, served())
         time.sleep(0.5)
+    # `procslice status` reads the same address from the exporter's unit: a rate (0/s
+    # when nothing came in during its 1 s sample, but counted), no 5xx.
+    report = json.loads(host.check_output("/usr/local/bin/procslice status --json"))
+    (demo,) = [s for s in report["services"] if s["service"] == "demo"]
+    assert demo["requests"]["per_second"] is not None, demo["requests"]
+    assert demo["requests"]["error_ratio"] in (0.0, None), demo["requests"]
 
 
 def test_podman_uses_runc_and_the_procslice_configuration(host):

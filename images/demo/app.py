@@ -9,10 +9,14 @@
                            ("forked 57 of 500: [Errno 11] ..."), then reaps them: the
                            container's --pids-limit stops a fork bomb.
     GET /env?name=X     -> the value of environment variable X.
+    GET /version        -> "<VERSION> demo" (what a deploy changed).
     GET /metrics        -> Prometheus text: the requests answered so far by status class
                            and method, under procslice's own name
                            (procslice_http_requests_total{code,method}), which the host's
                            exporter passes on when the service sets metrics_listen.
+
+HELLO_FAIL makes it misbehave, for the health-gate tests: "500" (every answer a 500),
+"hang" (no answer at all) or "after:N" (N answers, then 500s).
 
 Standard library only; it listens on $PORT (default 8000) and stops on SIGTERM.
 """
@@ -34,6 +38,8 @@ MIB = 1 << 20
 # (status class, method) -> requests answered; /metrics itself is not counted.
 COUNTS: dict[tuple[str, str], int] = {}
 COUNTS_LOCK = threading.Lock()
+FAIL = os.environ.get("HELLO_FAIL", "")
+ANSWERED = [0]
 
 
 def metrics_text() -> str:
@@ -98,7 +104,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         url = urlparse(self.path)
         query = parse_qs(url.query)
-        if url.path == "/healthz":
+        with COUNTS_LOCK:
+            ANSWERED[0] += 1
+            answered = ANSWERED[0]
+        if FAIL == "hang":
+            time.sleep(3600)
+        if FAIL == "500" or (FAIL.startswith("after:") and answered > int(FAIL[6:])):
+            self._answer(500, f"failing on purpose (HELLO_FAIL={FAIL})")
+        elif url.path == "/healthz":
             self._answer(200, "ok")
         elif url.path == "/":
             version = os.environ.get("VERSION", "0")
@@ -110,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, f"holding {held} MiB")
         elif url.path == "/fork":
             self._answer(200, fork_children(_int(query, "n", 10)))
+        elif url.path == "/version":
+            self._answer(200, f"{os.environ.get('VERSION', '0')} demo")
         elif url.path == "/env":
             name = query.get("name", [""])[0]
             self._answer(200, os.environ.get(name, ""))

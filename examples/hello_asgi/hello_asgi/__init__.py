@@ -8,6 +8,9 @@ Paths:
   /leak?mb=N  keeps N MiB more in this worker (a memory leak on demand)
   /block?ms=N blocks the event loop for N ms (a blocking call)
   /slow?ms=N  awaits N ms, then answers
+
+HELLO_FAIL (read at import) makes it misbehave, for the health-gate tests: "500" (every
+answer a 500), "hang" (no answer at all) or "after:N" (N answers per process, then 500s).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _leak: list[bytes] = []
+FAIL = os.environ.get("HELLO_FAIL", "")
+_answered = 0
 
 
 def _package_version() -> str:
@@ -53,10 +58,16 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
                 return
     if scope["type"] != "http":
         return
+    global _answered
+    _answered += 1
+    if FAIL == "hang":
+        await asyncio.sleep(3600)
     path = scope["path"]
     query = parse_qs(scope.get("query_string", b"").decode())
     status = 200
-    if path == "/":
+    if FAIL == "500" or (FAIL.startswith("after:") and _answered > int(FAIL[6:])):
+        status, body = 500, f"failing on purpose (HELLO_FAIL={FAIL})"
+    elif path == "/":
         body = "hello"
     elif path == "/healthz":
         body = "ok"

@@ -10,6 +10,9 @@ Paths:
   /slow?ms=N  sleeps N ms, then answers
   /visits     counts this visit in $STATE_DIRECTORY/uploads/visits (directories: state:
               [uploads]): the count, kept across restarts and releases
+
+HELLO_FAIL (read at import) makes it misbehave, for the health-gate tests: "500" (every
+answer a 500), "hang" (no answer at all) or "after:N" (N answers per process, then 500s).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
 _leak: list[bytes] = []
+FAIL = os.environ.get("HELLO_FAIL", "")
+_answered = 0
 
 
 def _package_version() -> str:
@@ -66,10 +71,16 @@ def _visit() -> tuple[str, str]:
 
 
 def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+    global _answered
+    _answered += 1
+    if FAIL == "hang":
+        time.sleep(3600)
     path = str(environ.get("PATH_INFO", "/"))
     query = parse_qs(str(environ.get("QUERY_STRING", "")))
     status = "200 OK"
-    if path == "/healthz":
+    if FAIL == "500" or (FAIL.startswith("after:") and _answered > int(FAIL[6:])):
+        status, body = "500 Internal Server Error", f"failing on purpose (HELLO_FAIL={FAIL})"
+    elif path == "/healthz":
         body = "ok"
     elif path == "/version":
         body = f"{os.environ.get('VERSION', 'unset')} {_package_version()}"

@@ -17,7 +17,7 @@ FLEET_FRONT ?= true
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: help setup deps venv plot-deps image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet bench clean
+.PHONY: help setup deps venv plot-deps image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet molecule-gates bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -88,23 +88,31 @@ pytest: venv ## Unit, runtime process, filter and preflight tests
 # scenarios two at a time and then the fleet alone (its tests wait on health gates and
 # rolling batches, time the role scenarios now use).
 MOLECULE_JOBS ?= 3
-molecule: setup ## Every scenario, the fleet's beside the roles' (MOLECULE_JOBS at a time)
-	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet $(ROLES)
+molecule: setup demo-image ## Every scenario, the fleet's and the gates' beside the roles' (MOLECULE_JOBS at a time)
+	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet gates $(ROLES)
 
-molecule-roles: setup ## Every role's scenario (ROLES=..., MOLECULE_JOBS at a time)
+molecule-roles: setup demo-image ## Every role's scenario (ROLES=..., MOLECULE_JOBS at a time)
 	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh $(ROLES)
 
-molecule-fleet: setup ## deploy.yml on a 3-host fleet over SSH
-	@# The fleet lives outside molecule (unmanaged driver): molecule's saved state would
-	@# skip prepare on a second run from the same folder, after cleanup removed the hosts,
-	@# so each run starts from an empty state directory (not molecule reset, which removes
-	@# every molecule container on the machine, other scenarios' included).
+# A scenario of the repository's root: its hosts live outside molecule (unmanaged
+# driver), and molecule's saved state would skip prepare on a second run from the same
+# folder, after cleanup removed the hosts, so each run starts from an empty state
+# directory (not molecule reset, which removes every molecule container on the
+# machine, other scenarios' included).
+define root_scenario
 	@mkdir -p .cache/logs
-	rm -rf .cache/molecule-fleet-state
-	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule-fleet-state molecule test -s fleet 2>&1 \
-	  | scripts/molecule-steps.sh stamp | tee .cache/logs/molecule-fleet.log \
-	  || { scripts/molecule-summary.sh .cache/logs/molecule-fleet.log; exit 1; }
-	@echo "== molecule: fleet steps: $$(scripts/molecule-steps.sh sum .cache/logs/molecule-fleet.log)"
+	rm -rf .cache/molecule-$(1)-state
+	MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule-$(1)-state molecule test -s $(1) 2>&1 \
+	  | scripts/molecule-steps.sh stamp | tee .cache/logs/molecule-$(1).log \
+	  || { scripts/molecule-summary.sh .cache/logs/molecule-$(1).log; exit 1; }
+	@echo "== molecule: $(1) steps: $$(scripts/molecule-steps.sh sum .cache/logs/molecule-$(1).log)"
+endef
+
+molecule-fleet: setup demo-image ## deploy.yml on a 3-host fleet over SSH
+	$(call root_scenario,fleet)
+
+molecule-gates: setup demo-image ## The health-gate matrix: every model's failing releases rolled back behind a front
+	$(call root_scenario,gates)
 
 test: setup lint pytest rules molecule ## Everything CI runs
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run molecule scenarios, MOLECULE_JOBS at a time (default 2), longest first: each
-# role's, and `fleet` (molecule/fleet); each one's output goes to
+# role's, and the root's `fleet` (molecule/fleet) and `gates` (molecule/gates); each one's output goes to
 # .cache/logs/molecule-<role>.log, every line stamped with its time (scripts/molecule-steps.sh).
 # (`make molecule` runs them all this way, the fleet beside the role scenarios, three at a
 # time.) Prints one line per scenario as it ends, with its testinfra count and the
@@ -9,13 +9,13 @@
 # any failed. MOLECULE_ARGS: more arguments for the role scenarios' `molecule test`
 # (`--destroy=never` keeps the test host, to look at it or re-run its tests; the next
 # run's first step destroys it).
-#   scripts/molecule-roles.sh [fleet] ROLE...
+#   scripts/molecule-roles.sh [fleet] [gates] ROLE...
 set -u
 # (associative arrays initialised empty: set -u treats an undeclared one as unbound)
 jobs_max=${MOLECULE_JOBS:-2}
 mkdir -p .cache/logs
 # The slowest scenarios first, so the last ones to start are short.
-order="fleet procslice_gunicorn procslice_service procslice_supervisor procslice_podman
+order="fleet gates procslice_gunicorn procslice_service procslice_supervisor procslice_podman
        procslice_haproxy procslice_slices procslice_build procslice_lock procslice_preflight"
 roles=()
 for role in $order; do
@@ -50,15 +50,15 @@ reap() {
 for role in "${roles[@]}"; do
   while [ "${#pid_role[@]}" -ge "$jobs_max" ]; do reap; done
   echo "== molecule: $role started (log: .cache/logs/molecule-$role.log)"
-  if [ "$role" = fleet ]; then
-    # The fleet scenario (molecule/fleet, from the repository's root): its hosts live
-    # outside molecule, whose saved state would skip prepare on a second run, so each
-    # run starts from an empty state directory of its own. Not `molecule reset`: the
-    # podman driver's reset removes every molecule container on the machine, the role
-    # scenarios' running beside it included.
-    (set -o pipefail; rm -rf .cache/molecule-fleet-state \
-      && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-fleet-state" molecule test -s fleet 2>&1 \
-      | scripts/molecule-steps.sh stamp) > .cache/logs/molecule-fleet.log 2>&1 &
+  if [ -d "molecule/$role" ]; then
+    # A scenario of the repository's root (molecule/fleet, molecule/gates): its hosts
+    # live outside molecule, whose saved state would skip prepare on a second run, so
+    # each run starts from an empty state directory of its own. Not `molecule reset`:
+    # the podman driver's reset removes every molecule container on the machine, the
+    # role scenarios' running beside it included.
+    (set -o pipefail; rm -rf ".cache/molecule-$role-state" \
+      && MOLECULE_EPHEMERAL_DIRECTORY="$PWD/.cache/molecule-$role-state" molecule test -s "$role" 2>&1 \
+      | scripts/molecule-steps.sh stamp) > ".cache/logs/molecule-$role.log" 2>&1 &
   else
     # shellcheck disable=SC2086  # (MOLECULE_ARGS: words, split on purpose)
     (set -o pipefail; cd "roles/$role" && molecule test ${MOLECULE_ARGS:-} 2>&1 \

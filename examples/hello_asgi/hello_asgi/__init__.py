@@ -4,7 +4,8 @@ Paths:
   /           200 "hello"   (the benchmark's hello-world)
   /whoami     200 "hello from <service> pid <pid>"
   /healthz    200 "ok"
-  /version    "<VERSION env> <package version>" (what a deploy changed)
+  /version    "<VERSION env> <package version>" (what a deploy changed), both as this
+              process read them when it imported the app: the code it really runs
   /leak?mb=N  keeps N MiB more in this worker (a memory leak on demand)
   /block?ms=N blocks the event loop for N ms (a blocking call)
   /slow?ms=N  awaits N ms, then answers
@@ -38,6 +39,12 @@ def _package_version() -> str:
         return version("hello-asgi")
     except PackageNotFoundError:
         return "unknown"
+
+
+# Read once, at import: a process that runs old code answers the old version even
+# after the release link moved (importlib.metadata would read the new release's files).
+PACKAGE_VERSION = _package_version()
+VERSION = os.environ.get("VERSION", "unset")
 
 
 def _number(query: dict[str, list[str]], key: str, default: int) -> int:
@@ -74,7 +81,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/whoami":
         body = f"hello from {os.environ.get('PROCSLICE_SERVICE', 'asgi')} pid {os.getpid()}"
     elif path == "/version":
-        body = f"{os.environ.get('VERSION', 'unset')} {_package_version()}"
+        body = f"{VERSION} {PACKAGE_VERSION}"
     elif path == "/leak":
         _leak.append(b"x" * (_number(query, "mb", 10) * 1024 * 1024))
         body = f"holding {len(_leak)} blocks"

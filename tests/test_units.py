@@ -151,7 +151,15 @@ def test_service_unit_is_a_notify_supervisor_that_does_not_restart_a_broken_app(
     model: str,
 ) -> None:
     service = normalised(model, max_wait_time=20)
-    section = unit(render(model, SERVICE, service))["Service"]
+    text = render(model, SERVICE, service)
+    section = unit(text)["Service"]
+    # The staged release becomes current in the unit's own start or reload, as root,
+    # before the HUP: the code switches with the environment the process reads.
+    switch = "+/usr/local/lib/procslice/activate --switch /srv/procslice/api"
+    lines = text.splitlines()
+    assert f"ExecStartPre={switch}" in lines
+    reloads = [line for line in lines if line.startswith("ExecReload=")]
+    assert reloads == [f"ExecReload={switch}", "ExecReload=/bin/kill -HUP $MAINPID"]
     assert section["Type"] == "notify"
     assert section["NotifyAccess"] == "main"
     assert section["WatchdogSec"] == "30s"
@@ -453,3 +461,12 @@ def test_exporter_serves_the_metrics_of_every_service_with_a_metrics_address() -
         "--runtime-metrics web=127.0.0.1:9004 --runtime-metrics api=127.0.0.1:9003 "
         "--runtime-metrics box=127.0.0.1:8004"
     )
+
+
+def test_gunicorn_unit_switches_a_staged_release_in_its_start_and_reload() -> None:
+    _, unit_text = gunicorn_files()
+    switch = "+/usr/local/lib/procslice/activate --switch /srv/procslice/api"
+    lines = unit_text.splitlines()
+    assert f"ExecStartPre={switch}" in lines
+    reloads = [line for line in lines if line.startswith("ExecReload=")]
+    assert reloads == [f"ExecReload={switch}", "ExecReload=/bin/kill -HUP $MAINPID"]

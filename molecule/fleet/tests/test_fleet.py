@@ -25,8 +25,19 @@ MODELS = {
     "hello-asgi": "gunicorn",
     "hello-aio": "aio",
     "hello-swoole": "swoole",
+    "hello-podman": "podman",
 }
-PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3}
+PORTS = {"hello-wsgi": 0, "hello-asgi": 1, "hello-aio": 2, "hello-swoole": 3, "hello-podman": 4}
+# The services built from a package (examples/hello_wsgi, hello_asgi): a code change is
+# theirs. The podman service runs the demo image, which has no package.
+PACKAGED = [name for name, model in MODELS.items() if model != "podman"]
+
+
+def version_of(name: str, env: str = "1", package: str = "1.0.0") -> str:
+    """What the service answers at /version with VERSION=env: "<env> <package version>",
+    or the demo image's "<env> demo" for the podman service."""
+    return f"{env} demo" if MODELS[name] == "podman" else f"{env} {package}"
+
 
 testinfra_hosts = [f"ansible://{name}" for name in HOSTS]
 
@@ -98,6 +109,9 @@ def test_every_service_answers_over_the_published_ports(host):
     assert http(base + 1, "/whoami").startswith("hello from hello-asgi")
     assert http(base + 2, "/whoami").startswith("hello from hello-aio")
     assert http(base + 3, "/whoami").startswith("hello from hello-swoole")
+    # the demo image in its container, with the environment of its data
+    assert http(base + 4, "/").startswith("procslice demo 1 ")
+    assert http(base + 4, "/version") == "1 demo"
 
 
 def test_workers_match_the_budget(host):
@@ -261,6 +275,7 @@ def test_a_mixed_change_on_one_host_is_applied_as_the_plan_said(tmp_path):
         "hello-aio": "nothing",
         "hello-swoole": "remove",
         "hello-extra": "install",
+        "hello-podman": "nothing",
     }, mine
     assert mine["slices"]["procslice-web.slice"]["action"] == "limits", mine["slices"]
     # What the apply did, as procslice-activate audited it: exactly the predicted actions.
@@ -306,6 +321,9 @@ def test_a_mixed_change_on_one_host_is_applied_as_the_plan_said(tmp_path):
     assert back.returncode == 0, (back.stdout + back.stderr)[-4000:]
     assert http(base, "/version") == "1 1.0.0"
     assert http(base + 3, "/whoami").startswith("hello from hello-swoole")
+    # the demo image in its container, with the environment of its data
+    assert http(base + 4, "/").startswith("procslice demo 1 ")
+    assert http(base + 4, "/version") == "1 demo"
     again, plan = planned(tmp_path, data=restored)
     assert again.returncode == 0
     assert all(entry["actions"] == 0 for entry in plan.values()), plan
@@ -560,7 +578,7 @@ def test_broken_release_is_rolled_back_on_the_canary_and_stops_the_rollout(tmp_p
     )
     front = front_servers()
     assert front[("hello-wsgi", canary)] == "DRAIN", front
-    for service in ("hello-asgi", "hello-aio", "hello-swoole"):
+    for service in ("hello-asgi", "hello-aio", "hello-swoole", "hello-podman"):
         assert front[(service, canary)] == "UP", front
     status = playbook("playbooks/status.yml")
     assert said(

@@ -10,7 +10,8 @@ import urllib.request
 
 from test_fleet import HOSTS, MODELS, PORTS, REPO, http, playbook
 
-# The scenario's data: workers (auto for hello-wsgi: 3 under CPUQuota=100%).
+# The scenario's data: workers (auto for hello-wsgi: 3 under CPUQuota=100%); the podman
+# service's are its image's processes.
 WORKERS = {"hello-wsgi": 3, "hello-asgi": 2, "hello-aio": 2, "hello-swoole": 2}
 
 
@@ -40,8 +41,18 @@ def test_status_playbook_prints_one_table_and_json_for_the_fleet(tmp_path):
             assert row["health"]["state"] == "ok", row
             assert row["release"] == current.split("/")[-1], row
             assert row["tasks"]["max"] == 64 and row["memory"]["max_bytes"] > 0, row
+        # The podman service: the demo image is its release, the container's processes
+        # its workers (the demo app is one process).
+        row = services["hello-podman"]
+        assert (row["model"], row["state"], row["release"], row["workers"]) == (
+            "podman",
+            "active",
+            "localhost/procslice-demo:1",
+            1,
+        ), row
+        assert row["health"]["state"] == "ok", row
         # The table has a row per service of this host.
-        for name in WORKERS:
+        for name in MODELS:
             row = rf"^\s*{document['host']}\s+{name}\s+{MODELS[name]}\s"
             assert re.search(row, run.stdout, re.M), name
 
@@ -70,7 +81,7 @@ def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metri
             text = answer.read().decode()
         served = {m.group(1) for m in re.finditer(r"^([a-z_]+)[{ ]", text, re.M)}
         assert wanted <= served, (target["labels"]["host"], sorted(wanted - served))
-        for name in WORKERS:
+        for name in MODELS:
             assert re.search(rf'^procslice_unit_up{{service="{name}",[^}}]*}} 1$', text, re.M), name
         # The runtimes' own metrics, fetched on the host's loopback by the exporter.
         assert re.search(r'^procslice_workers\{service="hello-swoole"\} 2\.0$', text, re.M)
@@ -79,8 +90,9 @@ def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metri
         for name in ("hello-wsgi", "hello-asgi"):
             workers = rf'^procslice_workers\{{service="{name}"\}} {WORKERS[name]}\.0$'
             assert re.search(workers, text, re.M), (name, text[-3000:])
-        # The per-request series of every model, with the same names and labels.
-        for name in WORKERS:
+        # The per-request series of every model, with the same names and labels (the
+        # podman service's from its image's own /metrics, passed on by the exporter).
+        for name in MODELS:
             line = re.search(
                 rf'^procslice_http_requests_total\{{(?=[^}}]*service="{name}")'
                 rf'(?=[^}}]*code="2xx")(?=[^}}]*method="GET")[^}}]*\}} ([0-9.e+]+)$',

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import re
 import socket
 import subprocess
@@ -329,6 +330,12 @@ def test_activate_arguments_follow_the_classes() -> None:
         "--health-url", "http://127.0.0.1:1/healthz", "--health-timeout", "9",
         "--link", "/srv/api/current",
     ]  # fmt: skip
+    # procslice-activate --each's input: the arguments and the plan's at_least.
+    plan = {"services": {"api": {"at_least": "restart"}}}
+    assert filters.procslice_activate_jobs([spec], plan) == [
+        {"name": "api", "argv": filters.procslice_activate_argv(spec), "at_least": "restart"}
+    ]
+    assert filters.procslice_activate_jobs([spec], None)[0]["at_least"] == ""
     assert "/etc/procslice/api/env" not in spec["files"]
     merged = filters.procslice_plan_merge(
         [spec], [{"path": "/etc/procslice/api/env", "content": "E=1\n"}]
@@ -526,3 +533,41 @@ def test_plan_groups_put_each_host_with_something_to_do_in_the_play_that_applies
         "c",
         "b",
     ]
+
+
+def test_activate_each_runs_the_services_side_by_side_and_reports_each(tmp_path: Path) -> None:
+    """procslice-activate --each: every job runs with its own PROCSLICE_AT_LEAST, the
+    jobs overlap in time (each waits for its own gate only), the results come back in
+    the input's order with each one's exit code and output, and a bad count is refused."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    job = (
+        f"cd {marks}; touch $1.started; i=0; until [ -e a.started ] && [ -e b.started ]; do "
+        "i=$((i+1)); [ $i -lt 100 ] || { echo alone >&2; exit 9; }; sleep 0.05; done; "
+        'echo "$PROCSLICE_AT_LEAST"; [ "$1" = a ] || { echo "$1 failed its gate" >&2; exit 3; }'
+    )
+    jobs = [
+        {"name": name, "argv": ["sh", "-c", job, "job", name], "at_least": at_least}
+        for name, at_least in (("a", "reload"), ("b", ""))
+    ]
+    run = subprocess.run(
+        ["sh", str(ACTIVATE), "--each", "2"], input=json.dumps(jobs),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert json.loads(run.stdout) == [
+        {"name": "a", "rc": 0, "stdout": "reload", "stderr": ""},
+        {"name": "b", "rc": 3, "stdout": "", "stderr": "b failed its gate"},
+    ]
+    # --each 1: one after the other, so a waits for b in vain
+    for mark in marks.iterdir():
+        mark.unlink()
+    one = subprocess.run(
+        ["sh", str(ACTIVATE), "--each", "1"], input=json.dumps(jobs),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    first = json.loads(one.stdout)[0]
+    assert (first["name"], first["rc"], first["stderr"]) == ("a", 9, "alone")
+    refused = subprocess.run(
+        ["sh", str(ACTIVATE), "--each", "0"], input="[]", capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--each wants a number" in refused.stderr

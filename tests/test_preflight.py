@@ -194,6 +194,11 @@ BAD: dict[str, Case] = {
         ["procslice_podman_userns=auto is not START:COUNT", "no host was changed"],
         args=["-e", "procslice_podman_userns=auto"],
     ),
+    "activate_parallel_zero": Case(
+        None,
+        ["procslice_activate_parallel='0' is not a number of services", "no host was changed"],
+        args=["-e", "procslice_activate_parallel=0"],
+    ),
     # A variable of a role deploy.yml imports without its own check: preflight checks it.
     "plan_only_not_a_bool": Case(
         None,

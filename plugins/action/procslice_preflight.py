@@ -86,6 +86,13 @@ def data_errors(host: Mapping[str, Any], base_dir: str | None) -> list[str]:
             "container uid 0 and how many uids the containers get (e.g. "
             '"2147483647:65536"), or "" for the host\'s user namespace.'
         )
+    parallel = host.get("procslice_activate_parallel", 4)
+    if not _positive(parallel):
+        errors.append(
+            f"procslice_activate_parallel={parallel!r} is not a number of services to "
+            "activate at a time on a host: write 1 or more (default 4; 1 activates a "
+            "host's services one after the other)."
+        )
     found = _data.procslice_errors(
         host.get("procslice_slices") or [], host.get("procslice_services") or [], base_dir
     )
@@ -93,6 +100,14 @@ def data_errors(host: Mapping[str, Any], base_dir: str | None) -> list[str]:
     for kind in _DATA:
         found = _data.procslice_errors_with_layers(found, origins.get(kind) or {}, kind)
     return errors + found
+
+
+def _positive(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        return re.fullmatch(r"0*[1-9][0-9]*", value.strip()) is not None
+    return isinstance(value, int) and value >= 1
 
 
 def _userns_ok(value: str) -> bool:
@@ -129,6 +144,7 @@ class ActionModule(ActionBase):
                 for key in (
                     *_DATA,
                     "procslice_podman_userns",
+                    "procslice_activate_parallel",
                     "procslice_preflight_layer_errors",
                     "procslice_preflight_layer_origins",
                 )

@@ -214,6 +214,22 @@ def procslice_activate_argv(spec: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def procslice_activate_jobs(
+    specs: list[Mapping[str, Any]], plan: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """procslice-activate --each's input for the specs: each service's arguments, and
+    the action its plan entry asks at least (drift the apply put back), or empty."""
+    entries = (plan or {}).get("services") or {}
+    return [
+        {
+            "name": spec["name"],
+            "argv": procslice_activate_argv(spec),
+            "at_least": (entries.get(spec["name"]) or {}).get("at_least") or "",
+        }
+        for spec in specs
+    ]
+
+
 def procslice_planned(
     items: list[Mapping[str, Any]],
     plan: Mapping[str, Any] | None,
@@ -315,6 +331,7 @@ class FilterModule:
             "procslice_unit_sources": procslice_unit_sources,
             "procslice_unit_specs": procslice_unit_specs,
             "procslice_activate_argv": procslice_activate_argv,
+            "procslice_activate_jobs": procslice_activate_jobs,
             "procslice_planned": procslice_planned,
             "procslice_plan_todo": procslice_plan_todo,
             "procslice_plan_live_limits": procslice_plan_live_limits,

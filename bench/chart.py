@@ -2,6 +2,8 @@
 
 One panel per wrk section measured (serving, and raw mode when present): a horizontal
 bar per server, its requests/s, and its ratio to the section's baseline beside it.
+procslice's serving rows on the socket-activated path (as deployed) are dark, those on
+``--listen`` light.
 Drawn with matplotlib (requirements/bench.txt, installed by ``make bench``); without
 it the chart is skipped with a message and the rest of the run is unaffected.
 """
@@ -15,9 +17,20 @@ PANELS = (
     ("serving", "Serving hello world: requests/s", "gunicorn + uvicorn-worker"),
     ("raw", "Raw mode (asyncio.Protocol): requests/s", "bare uvloop"),
 )
-PROCSLICE = "#1f6f8b"
+PROCSLICE = "#1f6f8b"  # procslice as deployed (socket-activated), and raw mode
+PROCSLICE_LISTEN = "#8fbfd0"  # procslice on --listen, the path no deployment uses
 BASELINE = "#999999"
 PEER = "#c9a227"
+
+
+def _colour(row: dict[str, Any]) -> str:
+    if row["subject"] == row["baseline"]:
+        return BASELINE
+    if not row["subject"].startswith("procslice"):
+        return PEER
+    if row["bench"] == "serving" and not row["subject"].endswith("-activated"):
+        return PROCSLICE_LISTEN
+    return PROCSLICE
 
 
 def draw(rows: list[dict[str, Any]], path: Path, subtitle: str = "") -> Path | None:
@@ -53,14 +66,7 @@ def draw(rows: list[dict[str, Any]], path: Path, subtitle: str = "") -> Path | N
     for ax, (title, baseline, chosen) in zip(axes[:, 0], panels, strict=True):
         labels = [row["label"] for row in chosen]
         values = [row["raw"]["rps"] for row in chosen]
-        colours = [
-            BASELINE
-            if row["subject"] == row["baseline"]
-            else PROCSLICE
-            if row["subject"].startswith("procslice")
-            else PEER
-            for row in chosen
-        ]
+        colours = [_colour(row) for row in chosen]
         positions = list(range(len(chosen)))[::-1]
         ax.barh(positions, values, color=colours, height=0.65)
         ax.set_yticks(positions, labels, fontsize=9)

@@ -8,10 +8,15 @@ group, waited for (an HTTP GET answered 200), measured with wrk, then stopped
 (SIGTERM to the group, SIGKILL after a grace) even when something fails.
 
 * serving: a 2 s wrk warm-up, then ``wrk -t1 -c64 -d8s --latency``: requests/s and
-  p99.  procslice aio and swoole also run with ``--request-metrics false``: the
-  per-request metrics' cost is the ratio of the two rows.  ASGI servers serve
+  p99.  procslice aio and swoole run on both listener paths: socket-activated, as
+  every deployed unit runs (one listening socket made here like the .socket unit's
+  and passed as fd 3 with LISTEN_FDS/LISTEN_PID by bench/activate.py; the workers
+  share it), and ``--listen`` (the master binds the address, one SO_REUSEPORT socket
+  per worker slot).  Their ``--listen`` twins with ``--request-metrics false`` give
+  the per-request metrics' cost (the ratio of the two rows).  ASGI servers serve
   bench/apps/hello_asgi.py, gunicorn sync and gthread its WSGI twin; ratio =
-  requests/s / gunicorn + uvicorn-worker's.
+  requests/s / gunicorn + uvicorn-worker's; each procslice row also carries its
+  ratio to uvicorn's and granian's of the same run (``peer_ratios``).
 * raw: procslice ``--interface raw`` with bench/apps/raw_hello.py against the same
   protocol on bare uvloop (bench/apps/uvloop_reuseport.py, 2 SO_REUSEPORT
   processes); ratio = requests/s / bare uvloop's.
@@ -61,6 +66,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import activate
 import chart
 import deploy_times
 import fleet
@@ -93,8 +99,12 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def _procslice(model: str, app: str, *extra: str) -> Argv:
+def _procslice(model: str, app: str, *extra: str, listen: bool = True) -> Argv:
+    """procslice ``model`` on ``--listen HOST:port``, or (``listen=False``) on no address
+    of its own: socket-activated, it serves on the socket it inherits (bench/activate.py)."""
+
     def argv(port: int) -> list[str]:
+        address = ["--listen", f"{HOST}:{port}"] if listen else []
         return _python(
             "-m",
             "procslice",
@@ -102,8 +112,7 @@ def _procslice(model: str, app: str, *extra: str) -> Argv:
             app,
             "--workers",
             str(WORKERS),
-            "--listen",
-            f"{HOST}:{port}",
+            *address,
             "--log-level",
             "warning",
             *extra,
@@ -173,22 +182,45 @@ def _uvloop_reuseport(port: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Server:
-    """A server under test: its label in the tables and how to start it on a port."""
+    """A server under test: its label in the tables and how to start it on a port.
+
+    ``activated``: started as systemd starts a socket unit's service, the port's one
+    listening socket made here and passed as fd 3 (bench/activate.py).
+    """
 
     label: str
     argv: Argv
+    activated: bool = False
 
+
+# procslice aio and swoole on both listener paths: socket-activated, one socket shared by
+# the workers, as every deployed aio and swoole unit runs (its .socket unit sets
+# ReusePort=false); and --listen, where the master binds the address with SO_REUSEPORT
+# and opens one more socket in its group per worker slot.
+ACTIVATED = "socket-activated, as deployed"
+LISTEN = "--listen, a socket per worker"
+PEERS = ("gunicorn-uvicorn", "uvicorn", "granian")  # the ASGI peers every ratio line names
 
 SERVERS: dict[str, Server] = {
-    "procslice-aio": Server("procslice aio", _procslice("aio", "hello_asgi:app")),
-    "procslice-swoole": Server("procslice swoole", _procslice("swoole", "hello_asgi:app")),
+    "procslice-aio-activated": Server(
+        f"procslice aio ({ACTIVATED})", _procslice("aio", "hello_asgi:app", listen=False), True
+    ),
+    "procslice-swoole-activated": Server(
+        f"procslice swoole ({ACTIVATED})",
+        _procslice("swoole", "hello_asgi:app", listen=False),
+        True,
+    ),
+    "procslice-aio": Server(f"procslice aio ({LISTEN})", _procslice("aio", "hello_asgi:app")),
+    "procslice-swoole": Server(
+        f"procslice swoole ({LISTEN})", _procslice("swoole", "hello_asgi:app")
+    ),
     # the same, without the per-request metrics (procslice_http_*): their cost
     "procslice-aio-no-request-metrics": Server(
-        "procslice aio --request-metrics false",
+        "procslice aio --request-metrics false (--listen)",
         _procslice("aio", "hello_asgi:app", "--request-metrics", "false"),
     ),
     "procslice-swoole-no-request-metrics": Server(
-        "procslice swoole --request-metrics false",
+        "procslice swoole --request-metrics false (--listen)",
         _procslice("swoole", "hello_asgi:app", "--request-metrics", "false"),
     ),
     "gunicorn-uvicorn": Server(
@@ -231,6 +263,8 @@ class Case:
 CASES: list[Case] = [
     # The baselines first, so every ratio's denominator exists when a row is printed.
     Case("serving", ASGI_BASELINE, ASGI_BASELINE),
+    Case("serving", "procslice-aio-activated", ASGI_BASELINE),
+    Case("serving", "procslice-swoole-activated", ASGI_BASELINE),
     Case("serving", "procslice-aio", ASGI_BASELINE),
     Case("serving", "procslice-swoole", ASGI_BASELINE),
     Case("serving", "procslice-aio-no-request-metrics", ASGI_BASELINE),
@@ -339,28 +373,43 @@ def workers_of(pid: int) -> set[int]:
 def running(name: str, port: int, log_name: str = "") -> Iterator[subprocess.Popen[bytes]]:
     """Start server ``name`` on ``port``, wait until it answers, stop it on exit.
 
+    A socket-activated server gets the port's listening socket from here, as fd 3
+    (bench/activate.py); the bench closes its own copy once the server has started.
     Its output goes to bench/results/logs/<log_name or name>.log.
     """
-    argv = SERVERS[name].argv(port)
-    env = dict(os.environ)
+    server = SERVERS[name]
+    argv = server.argv(port)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+    }
     env["PYTHONPATH"] = os.pathsep.join(
         [str(APPS), str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
     )
     env["PYTHONUNBUFFERED"] = "1"
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{log_name or name}.log"
-    with open(log_path, "wb") as log:
-        log.write(("$ " + " ".join(argv) + "\n").encode())
-        log.flush()
-        proc = subprocess.Popen(
-            argv,
-            cwd=APPS,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: killpg reaches every worker
-        )
+    listener = activate.listening_socket(HOST, port) if server.activated else None
+    try:
+        if listener is not None:
+            argv = activate.command(listener.fileno(), argv)
+        with open(log_path, "wb") as log:
+            log.write(("$ " + " ".join(argv) + "\n").encode())
+            log.flush()
+            proc = subprocess.Popen(
+                argv,
+                cwd=APPS,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killpg reaches every worker
+                pass_fds=() if listener is None else (listener.fileno(),),
+            )
+    finally:
+        if listener is not None:
+            listener.close()
     _RUNNING.add(proc.pid)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -383,7 +432,8 @@ def tail(path: Path, lines: int = 5) -> str:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return f"no log at {path}"
-    return f"log {path.relative_to(ROOT)}: " + " | ".join(text[-lines:])
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return f"log {shown}: " + " | ".join(text[-lines:])
 
 
 # ----------------------------------------------------------------------------- wrk
@@ -569,14 +619,17 @@ def select(only: set[str]) -> list[Case]:
 def measure(case: Case, options: Options) -> dict[str, Any]:
     """Start the case's server, warm it up, measure it, stop it; the raw figures."""
     port = free_port()
-    argv = SERVERS[case.server].argv(port)
+    server = SERVERS[case.server]
+    argv = [Path(arg).name if arg == sys.executable else arg for arg in server.argv(port)]
+    if server.activated:  # what running() does, as one would type it
+        argv = [argv[0], "bench/activate.py", "--listen", f"{HOST}:{port}", "--", *argv]
     with running(case.server, port, case.name) as proc:
         run_wrk(port, options.warmup, options.connections, latency=False)
         if case.bench == "reload":
             result = run_reload(proc, port, options)
         else:
             result = run_wrk(port, options.duration, options.connections)
-    result["command"] = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
+    result["command"] = " ".join(argv)
     return result
 
 
@@ -643,25 +696,43 @@ def run(cases: list[Case], options: Options) -> list[dict[str, Any]]:
             line += f", {raw['rps'] / base[-1]['rps']:.2f}x {case.baseline}"
         print(f"    {line}", flush=True)
     rows: list[dict[str, Any]] = []
+    combined = {(case.bench, case.server): combine(results[case]) for case in cases}
     for case in cases:
-        raw = combine(results[case])
+        raw = combined[(case.bench, case.server)]
         ratio: float | None = None
-        base = results.get(Case(case.bench, case.baseline or "", case.baseline))
-        if case.bench != "reload" and base and "error" not in raw:
-            base_raw = combine(base)
-            if "error" not in base_raw and base_raw["rps"]:
-                ratio = round(raw["rps"] / base_raw["rps"], 3)
-        rows.append(
-            {
-                "bench": case.bench,
-                "subject": case.server,
-                "label": SERVERS[case.server].label,
-                "baseline": case.baseline,
-                "ratio": ratio,
-                "raw": raw,
-            }
-        )
+        base_raw = combined.get((case.bench, case.baseline or ""))
+        if (
+            case.bench != "reload"
+            and base_raw
+            and "error" not in raw
+            and "error" not in base_raw
+            and base_raw["rps"]
+        ):
+            ratio = round(raw["rps"] / base_raw["rps"], 3)
+        row = {
+            "bench": case.bench,
+            "subject": case.server,
+            "label": SERVERS[case.server].label,
+            "baseline": case.baseline,
+            "ratio": ratio,
+            "raw": raw,
+        }
+        if case.bench == "serving" and case.server.startswith("procslice") and "error" not in raw:
+            row["peer_ratios"] = peer_ratios(raw, combined)
+        rows.append(row)
     return rows
+
+
+def peer_ratios(
+    raw: dict[str, Any], combined: dict[tuple[str, str], dict[str, Any]]
+) -> dict[str, float]:
+    """A procslice serving row's requests/s over each ASGI peer's measured in this run."""
+    ratios: dict[str, float] = {}
+    for peer in PEERS:
+        peer_raw = combined.get(("serving", peer))
+        if peer_raw and "error" not in peer_raw and peer_raw["rps"]:
+            ratios[peer] = round(raw["rps"] / peer_raw["rps"], 3)
+    return ratios
 
 
 def versions() -> dict[str, str]:
@@ -715,6 +786,8 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each goal, the figure this run measured for it, and whether it was met."""
     checks: list[dict[str, Any]] = []
     for bench, subject, target, against in (
+        ("serving", "procslice-aio-activated", GOAL_SERVING, "gunicorn + uvicorn-worker"),
+        ("serving", "procslice-swoole-activated", GOAL_SERVING, "gunicorn + uvicorn-worker"),
         ("serving", "procslice-aio", GOAL_SERVING, "gunicorn + uvicorn-worker"),
         ("serving", "procslice-swoole", GOAL_SERVING, "gunicorn + uvicorn-worker"),
         ("raw", "procslice-aio-raw", GOAL_RAW, "bare uvloop"),
@@ -811,6 +884,33 @@ def _wrk_line(meta: dict[str, Any]) -> str:
     return line
 
 
+def _paths(rows: list[dict[str, Any]]) -> list[str]:
+    """The serving section's two listener paths, and procslice against each ASGI peer."""
+    mine = [row for row in rows if "peer_ratios" in row and "error" not in row["raw"]]
+    if not mine:
+        return []
+    peers = [SERVERS[peer].label for peer in PEERS]
+    lines = [
+        "procslice aio and swoole on both listener paths. **Socket-activated, as deployed**: "
+        "the one listening socket made by the bench as the service's .socket unit makes it "
+        "(no SO_REUSEPORT, backlog 2048) and passed as fd 3 with LISTEN_FDS and LISTEN_PID "
+        "(bench/activate.py), every worker accepting on it; this is how every deployed aio "
+        "and swoole unit runs, and the figure the docs quote. **--listen**: the master binds "
+        "the address with SO_REUSEPORT and opens one more socket in its group per worker "
+        "slot, so the kernel spreads the connections evenly. The same app, workers and load "
+        "otherwise. Each procslice row against each ASGI peer, measured in the same run "
+        "(— : the peer was not measured in that run):",
+        "",
+        "| procslice (2 workers) | requests/s | " + " | ".join(f"vs {p}" for p in peers) + " |",
+        "|---|---:|" + "---:|" * len(peers),
+    ]
+    for row in mine:
+        ratios = row["peer_ratios"]
+        cells = [f"{ratios[peer]:.2f}x" if peer in ratios else "—" for peer in PEERS]
+        lines.append(f"| {row['label']} | {row['raw']['rps']:,.0f} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
     """bench/results/latest.md: the tables, each section dated, and the goals."""
     info = report["machine"]
@@ -855,6 +955,8 @@ def markdown(report: dict[str, Any]) -> str:
             spread = "/".join(map(str, raw.get("connections_per_worker", []))) or "—"
             lines.append(f"| {label} | {raw['rps']:,.0f} | {p99} | {_fmt_ratio(row)} | {spread} |")
         lines.append("")
+        if bench == "serving":
+            lines += _paths(chosen)
         if bench == "raw" and report.get("chart"):
             lines += [f"![requests/s per server, with the ratios]({report['chart']})", ""]
     if report.get("chart") and not any(row["bench"] == "raw" for row in rows):
@@ -906,7 +1008,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Goals",
             "",
-            f"procslice aio and swoole >= {GOAL_SERVING}x gunicorn + uvicorn-worker; "
+            f"procslice aio and swoole >= {GOAL_SERVING}x gunicorn + uvicorn-worker on both "
+            "listener paths (socket-activated is what deployments run); "
             f">= {GOAL_RAW}x bare uvloop in raw mode; zero socket errors across reloads; "
             "swoole under a leak: no OOM kill, no failed request. Measured:",
             "",
@@ -1037,14 +1140,24 @@ def previous_report(path: Path) -> dict[str, Any] | None:
 
 
 def merge(previous: dict[str, Any] | None, report: dict[str, Any]) -> dict[str, Any]:
-    """This run's rows and sections over the previous ones, in SECTIONS order."""
+    """This run's rows and sections over the previous ones, in SECTIONS order.
+
+    Within a section the wrk rows follow CASES (a case new to the file lands in its
+    place, not last); other rows keep their order.
+    """
     if previous is None:
         return report
     fresh = {(row["bench"], row["subject"]): row for row in report["rows"]}
     rows = [fresh.pop((row["bench"], row["subject"]), row) for row in previous["rows"]]
     rows += list(fresh.values())
     order = {name: index for index, name in enumerate(SECTIONS)}
-    rows.sort(key=lambda row: order.get(row["bench"], len(order)))  # stable: rows keep order
+    cases = {(case.bench, case.server): index for index, case in enumerate(CASES)}
+    rows.sort(  # stable: rows of equal keys keep their order
+        key=lambda row: (
+            order.get(row["bench"], len(order)),
+            cases.get((row["bench"], row["subject"]), len(cases)),
+        )
+    )
     merged = dict(report)
     merged["rows"] = rows
     merged["sections"] = {**previous.get("sections", {}), **report["sections"]}

@@ -1,6 +1,7 @@
 """procslice_warm (plugins/callback): ansible-playbook's main process loads the Jinja
-plugins and installs the compile cache before any task's worker is forked, so the
-workers inherit both; and it loads with every run of the project's ansible.cfg."""
+plugins (the collection's filters, which the roles name in full, included) and installs
+the compile cache before any task's worker is forked, so the workers inherit both; and
+it loads with every run of the project's ansible.cfg."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # In a process of its own: what a worker forked after the callback's start inherits.
 PROBE = """
 import importlib.util, os, sys
-from ansible.plugins.loader import filter_loader, test_loader
+from ansible.plugins.loader import filter_loader, init_plugin_loader, test_loader
+init_plugin_loader()  # the collections path of the project's ansible.cfg, as a run has
 from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 before = (
     len(filter_loader._cached_non_collection_wrappers),
@@ -30,6 +32,7 @@ if pid == 0:
     names = filter_loader._cached_non_collection_wrappers
     ok = ("procslice_plan_table" in names and "ansible.builtin.to_json" in names
           and "match" in test_loader._cached_non_collection_wrappers
+          and "ansible_collections.procslice.procslice.plugins.filter.procslice_plan" in sys.modules
           and AnsibleEnvironment.compile.procslice_cache
               == module._render_module().cache_directory()
           and hasattr(AnsibleEnvironment.compile_expression, "procslice_cache"))

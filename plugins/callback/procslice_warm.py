@@ -6,7 +6,9 @@ things the main process did not have made most of a no-op deploy's controller CP
 
 - the Jinja filter and test plugins: the first filter a task's condition or argument
   uses makes the worker import every filter and test plugin (ansible's and
-  procslice's), and the worker exits with them;
+  procslice's), and the worker exits with them; the roles name procslice's filters
+  by their full names (procslice.procslice.*), which the worker imports again from
+  the collection;
 - compiled templates: every task's conditions and arguments were compiled to Python
   again in every worker.
 
@@ -18,6 +20,7 @@ inherit both. Nothing here changes what any template renders or what a task does
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ description:
 """
 
 _RENDER = Path(__file__).resolve().parent.parent / "action" / "procslice_render.py"
+# A filter of the collection (plugins/filter/procslice.py), by the name the roles use.
+FULL_NAME_PROBE = "procslice.procslice.procslice_size"
 
 
 def _render_module() -> Any:
@@ -58,4 +63,8 @@ class CallbackModule(CallbackBase):
         for loader in (filter_loader, test_loader):
             for _plugin in loader.all():
                 pass
+        # One full name imports every filter file of the collection (ansible looks
+        # through all of them); none when the run cannot find procslice.procslice.
+        with contextlib.suppress(KeyError):
+            filter_loader.get(FULL_NAME_PROBE)
         _render_module().install_compile_cache()

@@ -17,7 +17,7 @@ FLEET_FRONT ?= true
 # Roles with a molecule scenario, in dependency order.
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: help setup deps venv plot-deps image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet molecule-gates bench clean
+.PHONY: help setup deps venv plot-deps image demo-image fleet fleet-down deploy demo show test lint pytest rules molecule molecule-roles molecule-fleet molecule-gates molecule-collection bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -88,8 +88,8 @@ pytest: venv ## Unit, runtime process, filter and preflight tests
 # scenarios two at a time and then the fleet alone (its tests wait on health gates and
 # rolling batches, time the role scenarios now use).
 MOLECULE_JOBS ?= 3
-molecule: setup demo-image ## Every scenario, the fleet's and the gates' beside the roles' (MOLECULE_JOBS at a time)
-	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet gates $(ROLES)
+molecule: setup demo-image ## Every scenario, the fleet's, the gates' and the collection's beside the roles' (MOLECULE_JOBS at a time)
+	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh fleet gates collection $(ROLES)
 
 molecule-roles: setup demo-image ## Every role's scenario (ROLES=..., MOLECULE_JOBS at a time)
 	@MOLECULE_JOBS=$(MOLECULE_JOBS) scripts/molecule-roles.sh $(ROLES)
@@ -113,6 +113,9 @@ molecule-fleet: setup demo-image ## deploy.yml on a 3-host fleet over SSH
 
 molecule-gates: setup demo-image ## The health-gate matrix: every model's failing releases rolled back behind a front
 	$(call root_scenario,gates)
+
+molecule-collection: setup ## The built collection installed and deployed from a directory of its own
+	$(call root_scenario,collection)
 
 test: setup lint pytest rules molecule ## Everything CI runs
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run molecule scenarios, MOLECULE_JOBS at a time (default 2), longest first: each
-# role's, and the root's `fleet` (molecule/fleet) and `gates` (molecule/gates); each one's output goes to
+# role's, and the root's `fleet` (molecule/fleet), `gates` (molecule/gates) and
+# `collection` (molecule/collection); each one's output goes to
 # .cache/logs/molecule-<role>.log, every line stamped with its time (scripts/molecule-steps.sh).
 # (`make molecule` runs them all this way, the fleet beside the role scenarios, three at a
 # time.) Prints one line per scenario as it ends, with its testinfra count and the
@@ -9,13 +10,13 @@
 # any failed. MOLECULE_ARGS: more arguments for the role scenarios' `molecule test`
 # (`--destroy=never` keeps the test host, to look at it or re-run its tests; the next
 # run's first step destroys it).
-#   scripts/molecule-roles.sh [fleet] [gates] ROLE...
+#   scripts/molecule-roles.sh [fleet] [gates] [collection] ROLE...
 set -u
 # (associative arrays initialised empty: set -u treats an undeclared one as unbound)
 jobs_max=${MOLECULE_JOBS:-2}
 mkdir -p .cache/logs
 # The slowest scenarios first, so the last ones to start are short.
-order="fleet gates procslice_gunicorn procslice_service procslice_supervisor procslice_podman
+order="fleet gates collection procslice_gunicorn procslice_service procslice_supervisor procslice_podman
        procslice_haproxy procslice_slices procslice_build procslice_lock procslice_preflight"
 roles=()
 for role in $order; do
@@ -51,7 +52,7 @@ for role in "${roles[@]}"; do
   while [ "${#pid_role[@]}" -ge "$jobs_max" ]; do reap; done
   echo "== molecule: $role started (log: .cache/logs/molecule-$role.log)"
   if [ -d "molecule/$role" ]; then
-    # A scenario of the repository's root (molecule/fleet, molecule/gates): its hosts
+    # A scenario of the repository's root (molecule/fleet, gates, collection): its hosts
     # live outside molecule, whose saved state would skip prepare on a second run, so
     # each run starts from an empty state directory of its own. Not `molecule reset`:
     # the podman driver's reset removes every molecule container on the machine, the

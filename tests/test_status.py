@@ -1,4 +1,4 @@
-"""``procslice status`` (src/procslice/status.py): the parsers on fixture text from real
+"""``procslice status`` (src/procslice/status/): the parsers on fixture text from real
 hosts (cgroup v1 hybrid, systemd 252) and on cgroup v2 text, the collector on fake host
 trees with a fake ``systemctl``, the table, the --json schema and the Prometheus text.
 """

@@ -90,6 +90,7 @@ from procslice.status.collection import (
     read_drained,
     request_figures,
     runtime_metrics_address,
+    unix_socket_url,
 )
 from procslice.status.exporter import (
     StatusCollector,
@@ -154,4 +155,5 @@ __all__ = [
     "runtime_metrics",
     "runtime_metrics_address",
     "unit_slices",
+    "unix_socket_url",
 ]

@@ -463,7 +463,9 @@ def read_budget(
     memory_high: int | None = None
     if memory is not None:
         max_name = "memory.max" if memory.version == 2 else "memory.limit_in_bytes"
-        memory_max = _tightest_int(read_cgroup_int(os.path.join(d, max_name)) for d in memory.levels)
+        memory_max = _tightest_int(
+            read_cgroup_int(os.path.join(d, max_name)) for d in memory.levels
+        )
         if memory.version == 2:
             memory_high = _tightest_int(
                 read_cgroup_int(os.path.join(d, "memory.high")) for d in memory.levels

@@ -86,7 +86,7 @@ def test_the_build_fingerprints_every_tool_the_hosts_get() -> None:
     ]
     names = {Path(item).name for item in tools}
     assert EXPORTER.name in names
-    assert {"procslice-activate", "procslice-lock", "procslice-audit", "status.py"} <= names
+    assert {"procslice-activate", "procslice", "procslice-lock", "procslice-audit"} <= names
     for item in tools:
         assert Path(item).resolve().is_file(), item
     assert "procslice_build_tools" in PLAN_VARS.read_text()
@@ -128,6 +128,16 @@ def test_the_tools_fingerprint_follows_each_file_and_the_uv_version(
     assert action.tools_fingerprint(files, str(uv)) != second
     # no uv on the controller: still a fingerprint (the hosts build with pip)
     assert action.tools_fingerprint(files, str(uv.parent / "missing")) not in {first, second}
+
+
+def test_the_tools_fingerprint_follows_the_host_runtime(tools: tuple[list[str], Path]) -> None:
+    """A changed runtime wheelhouse re-installs the host's tools; the same one does not."""
+    action = _build_action()
+    files, uv = tools
+    first = action.tools_fingerprint(files, str(uv), "a1b2c3d4e5f6")
+    assert action.tools_fingerprint(files, str(uv), "a1b2c3d4e5f6") == first
+    assert action.tools_fingerprint(files, str(uv), "0f9e8d7c6b5a") != first
+    assert action.tools_fingerprint(files, str(uv)) != first
 
 
 def test_a_missing_tool_file_fails_naming_it(tools: tuple[list[str], Path]) -> None:

@@ -1,4 +1,4 @@
-"""``procslice status`` (src/procslice/status.py): the parsers on fixture text from real
+"""``procslice status`` (src/procslice/status/): the parsers on fixture text from real
 hosts (cgroup v1 hybrid, systemd 252) and on cgroup v2 text, the collector on fake host
 trees with a fake ``systemctl``, the table, the --json schema and the Prometheus text.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from procslice import cli, status
 from procslice.status import (
@@ -657,10 +658,10 @@ def test_status_from_a_json_file_prints_the_table_through_the_package_cli(
 
 # --------------------------------------------------------------------------- Prometheus
 
+# (prometheus_client writes a sample's labels in their sorted order)
+_LABEL_TEXT = r'[a-z]+="(?:[^"\\]|\\.)*"'
 _SAMPLE_RE = re.compile(
-    r"^procslice_unit_[a-z_]+"
-    r'\{service="[^"]*",slice="[^"]*",model="[^"]*",release="(?:[^"\\]|\\.)*"\}'
-    r" -?[0-9.e+-]+$"
+    rf"^procslice_unit_[a-z_]+\{{{_LABEL_TEXT}(?:,{_LABEL_TEXT})*\}} -?[0-9.e+-]+$"
 )
 
 
@@ -681,6 +682,8 @@ def test_prometheus_text_is_well_formed(tmp_path: Path) -> None:
             continue
         assert _SAMPLE_RE.match(line), line
         assert line.split("{")[0] in seen_types
+        labels = re.findall(r'([a-z]+)="', line.split("{", 1)[1].rsplit("}", 1)[0])
+        assert sorted(labels) == ["model", "release", "service", "slice"], line
     assert {name.removeprefix("procslice_unit_") for name in seen_types} >= {
         "cpu_seconds_total", "cpu_quota_cores", "cpu_throttled_periods_total",
         "cpu_throttled_seconds_total", "memory_bytes", "memory_max_bytes", "memory_high_bytes",
@@ -724,7 +727,14 @@ def test_exporter_serves_metrics_over_http() -> None:
         body = answer.read().decode()
         assert answer.status == 200
         assert answer.getheader("Content-Type", "").startswith("text/plain; version=0.0.4")
-        assert 'procslice_unit_workers{service="api",slice="",model="?",release=""} 2' in body
+        (workers,) = [
+            family
+            for family in text_string_to_metric_families(body)
+            if family.name == "procslice_unit_workers"
+        ]
+        assert [(sample.labels, sample.value) for sample in workers.samples] == [
+            ({"service": "api", "slice": "", "model": "?", "release": ""}, 2)
+        ]
         conn.request("GET", "/other")
         answer = conn.getresponse()
         answer.read()
@@ -806,7 +816,7 @@ def test_merged_runtime_metrics_declare_each_family_once_with_a_service_label():
     assert 'procslice_workers{service="hello-swoole"} 2.0' in lines
     assert 'procslice_workers{service="hello-aio"} 1.0' in lines
     assert 'procslice_worker_rss_bytes{service="hello-swoole",worker="1"} 5e+07' in lines
-    assert 'procslice_worker_restarts_total{service="hello-aio",reason="memory"} 2.0' in lines
+    assert 'procslice_worker_restarts_total{reason="memory",service="hello-aio"} 2.0' in lines
     # Every sample follows its own family's TYPE line.
     family = ""
     for line in lines:

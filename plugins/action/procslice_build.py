@@ -8,8 +8,10 @@ script's output (changed, wheelhouses, image_ids); a service that cannot be buil
 the task with the script's message, which names the service and the fix.
 
 With ``tools`` (files) and ``uv`` (a path) it also fingerprints procslice's own host
-tools once for the run (``tools``: sha256 of the files' contents and ``uv --version``),
-which the plan compares on every host instead of reading the files again per host.
+tools once for the run (``tools``: sha256 of the files' contents, ``uv --version`` and
+the host runtime's wheelhouse hash), which the plan compares on every host instead of
+reading the files again per host: a changed runtime re-installs it, an unchanged one
+costs nothing on a host.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def _wheelhouse(path: Path) -> ModuleType:
     return module
 
 
-def tools_fingerprint(files: list[str], uv: str | None) -> str:
-    """sha256 over the files' contents (in order) and the output of ``uv --version``."""
+def tools_fingerprint(files: list[str], uv: str | None, runtime: str | None = None) -> str:
+    """sha256 over the files' contents (in order), the output of ``uv --version`` and
+    the host runtime's hash (``runtime``)."""
     digest = hashlib.sha256()
     for name in files:
         path = Path(name)
@@ -53,6 +56,8 @@ def tools_fingerprint(files: list[str], uv: str | None) -> str:
         except (OSError, subprocess.SubprocessError):
             version = ""  # no uv on the controller: the hosts build with pip
     digest.update(version.encode())
+    if runtime:
+        digest.update(b"\0runtime " + runtime.encode())
     return digest.hexdigest()
 
 
@@ -80,8 +85,12 @@ class ActionModule(ActionBase):
             changed=bool(output["changed"]),
             wheelhouses=output["wheelhouses"],
             image_ids=output["image_ids"],
+            runtime=output.get("runtime"),
         )
+        runtime = output.get("runtime") or {}
         tools = self._task.args.get("tools")
         if tools:
-            result["tools"] = tools_fingerprint(list(tools), self._task.args.get("uv"))
+            result["tools"] = tools_fingerprint(
+                list(tools), self._task.args.get("uv"), runtime.get("hash")
+            )
         return result

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 import os
-import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -53,10 +52,14 @@ from fractions import Fraction
 __all__ = [
     "MODELS",
     "Budget",
+    "CgroupMount",
+    "cgroup_relative",
     "cpu_affinity_map",
     "memory_limit_per_worker",
     "parse_cpu_list",
+    "parse_mountinfo",
     "parse_size",
+    "read_cgroup_int",
     "read_budget",
     "workers_for",
 ]
@@ -163,7 +166,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _read_int(path: str) -> int | None:
+def read_cgroup_int(path: str) -> int | None:
     """A non-negative integer file; "max", garbage and v1's huge sentinel mean ``None``."""
     text = _read(path)
     if text is None:
@@ -221,11 +224,21 @@ def _tightest_int(values: Iterable[int | None]) -> int | None:
 
 
 @dataclass(frozen=True)
-class _Mount:
+class CgroupMount:
+    """One cgroup (v1) or cgroup2 mount of /proc/<pid>/mountinfo.
+
+    The one reader of mountinfo: ``procslice status`` (procslice.status.collection)
+    finds each unit's directories with it too."""
+
     mount_root: str  # the 4th mountinfo field: which part of the hierarchy is mounted
     mountpoint: str  # where, inside ``root``
-    fstype: str
+    fstype: str  # "cgroup" or "cgroup2"
     options: frozenset[str]  # super options: the v1 controllers live here
+
+    @property
+    def version(self) -> int:
+        """2 for the cgroup2 (unified) tree, 1 for a v1 hierarchy."""
+        return 2 if self.fstype == "cgroup2" else 1
 
 
 _ESCAPE_RE = re.compile(r"\\([0-7]{3})")
@@ -235,8 +248,14 @@ def _unescape(field: str) -> str:
     return _ESCAPE_RE.sub(lambda match: chr(int(match.group(1), 8)), field)
 
 
-def _parse_mountinfo(text: str) -> list[_Mount]:
-    mounts: list[_Mount] = []
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """The cgroup and cgroup2 mounts of a mountinfo text, in its order.
+
+    A line has six fields before its optional ones and the "-" separator (mount id,
+    parent id, major:minor, root, mount point, mount options), then the filesystem
+    type, the source and the super options; a line with fewer is not a mount line and
+    is skipped."""
+    mounts: list[CgroupMount] = []
     for line in text.splitlines():
         fields = line.split()
         try:
@@ -249,7 +268,7 @@ def _parse_mountinfo(text: str) -> list[_Mount]:
         if fstype not in ("cgroup", "cgroup2"):
             continue
         mounts.append(
-            _Mount(
+            CgroupMount(
                 mount_root=_unescape(fields[3]),
                 mountpoint=_unescape(fields[4]),
                 fstype=fstype,
@@ -277,36 +296,41 @@ def _parse_proc_cgroup(text: str) -> tuple[dict[str, str], str | None]:
     return v1, v2
 
 
-def _relative(cgroup_path: str, mount_root: str) -> str | None:
-    """``cgroup_path`` relative to ``mount_root``; ``None`` if it lies outside it."""
-    components = [c for c in cgroup_path.split("/") if c and c != "."]
-    if ".." in components:  # outside our cgroup namespace
+def _components(path: str) -> list[str] | None:
+    """A cgroup path's components without "" and "."; ``None`` when one is ".."."""
+    components = [part for part in path.split("/") if part and part != "."]
+    return None if ".." in components else components
+
+
+def cgroup_relative(cgroup_path: str, mount_root: str) -> str | None:
+    """``cgroup_path`` relative to ``mount_root`` ("" for the root itself, else "a/b"
+    without a leading slash); ``None`` if it lies outside it.
+
+    Both are normalised first ("//", "." and a trailing "/" mean nothing). A ".." in
+    either is outside: /proc/<pid>/cgroup writes a cgroup above the reader's cgroup
+    namespace as "/../x", and mountinfo a mount of a hierarchy above it as "/..";
+    where such a path lies under a mount of this namespace is not known."""
+    path = _components(cgroup_path)
+    root = _components(mount_root)
+    if path is None or root is None or path[: len(root)] != root:
         return None
-    path = "/" + "/".join(components)
-    root = posixpath.normpath("/" + mount_root.lstrip("/"))
-    if root == "/":
-        return path.lstrip("/")
-    if path == root:
-        return ""
-    if path.startswith(root + "/"):
-        return path[len(root) + 1 :]
-    return None
+    return "/".join(path[len(root) :])
 
 
-def _pick_mount(mounts: list[_Mount], cgroup_path: str) -> _Mount | None:
+def _pick_mount(mounts: list[CgroupMount], cgroup_path: str) -> CgroupMount | None:
     """Prefer a mount whose root contains the path (the longest such root), else the first."""
     if not mounts:
         return None
-    containing = [m for m in mounts if _relative(cgroup_path, m.mount_root) is not None]
+    containing = [m for m in mounts if cgroup_relative(cgroup_path, m.mount_root) is not None]
     if containing:
         return max(containing, key=lambda m: len(m.mount_root.rstrip("/")))
     return mounts[0]
 
 
-def _levels(root: str, mount: _Mount, cgroup_path: str) -> list[str]:
+def _levels(root: str, mount: CgroupMount, cgroup_path: str) -> list[str]:
     """Directories from the process's cgroup up to (and including) the mount point."""
     top = os.path.join(root, mount.mountpoint.lstrip("/"))
-    relative = _relative(cgroup_path, mount.mount_root)
+    relative = cgroup_relative(cgroup_path, mount.mount_root)
     if not relative:
         return [top]
     parts = relative.split("/")
@@ -328,7 +352,7 @@ def _sources(root: str, pid: str) -> dict[str, _Source]:
     cgroup_text = _read(os.path.join(proc, "cgroup")) or ""
     mountinfo_text = _read(os.path.join(proc, "mountinfo")) or ""
     v1_paths, v2_path = _parse_proc_cgroup(cgroup_text)
-    mounts = _parse_mountinfo(mountinfo_text)
+    mounts = parse_mountinfo(mountinfo_text)
     v2_mounts = [m for m in mounts if m.fstype == "cgroup2"]
 
     sources: dict[str, _Source] = {}
@@ -439,16 +463,18 @@ def read_budget(
     memory_high: int | None = None
     if memory is not None:
         max_name = "memory.max" if memory.version == 2 else "memory.limit_in_bytes"
-        memory_max = _tightest_int(_read_int(os.path.join(d, max_name)) for d in memory.levels)
+        memory_max = _tightest_int(
+            read_cgroup_int(os.path.join(d, max_name)) for d in memory.levels
+        )
         if memory.version == 2:
             memory_high = _tightest_int(
-                _read_int(os.path.join(d, "memory.high")) for d in memory.levels
+                read_cgroup_int(os.path.join(d, "memory.high")) for d in memory.levels
             )
     memory_budget = _tightest_int((memory_max, memory_high))
 
     tasks_max: int | None = None
     if pids is not None:
-        tasks_max = _tightest_int(_read_int(os.path.join(d, "pids.max")) for d in pids.levels)
+        tasks_max = _tightest_int(read_cgroup_int(os.path.join(d, "pids.max")) for d in pids.levels)
 
     v1_sources = [sources[n] for n in _CONTROLLERS if n in sources and sources[n].version == 1]
     if v1_sources:

@@ -1,5 +1,5 @@
 """aio and swoole masters on a unix socket, bound by hand and socket-activated, and the
-health check of such a service (the URL the preflight derives, probed by status.py)."""
+health check of such a service (the URL the preflight derives, probed by procslice status)."""
 
 from __future__ import annotations
 

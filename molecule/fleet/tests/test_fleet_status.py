@@ -82,7 +82,9 @@ def test_metrics_playbook_targets_reach_every_exporter_with_the_dashboards_metri
         served = {m.group(1) for m in re.finditer(r"^([a-z_]+)[{ ]", text, re.M)}
         assert wanted <= served, (target["labels"]["host"], sorted(wanted - served))
         for name in MODELS:
-            assert re.search(rf'^procslice_unit_up{{service="{name}",[^}}]*}} 1$', text, re.M), name
+            # (prometheus_client writes labels sorted, and values as floats)
+            unit_up = rf'^procslice_unit_up\{{(?=[^}}]*service="{name}")[^}}]*\}} 1\.0$'
+            assert re.search(unit_up, text, re.M), name
         # The runtimes' own metrics, fetched on the host's loopback by the exporter.
         assert re.search(r'^procslice_workers\{service="hello-swoole"\} 2\.0$', text, re.M)
         assert re.search(r'^procslice_workers\{service="hello-aio"\} 2\.0$', text, re.M)

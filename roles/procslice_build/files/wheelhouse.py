@@ -3,11 +3,16 @@
 
 Input (JSON on stdin): {"services": [normalized service, ...], "base_dir": str,
 "runtime_source": str, "constraints": str, "cache_dir": str, "refresh": bool,
-"check": bool}.
+"check": bool, "host_runtime": bool}.
 Output (JSON on stdout): {"changed": bool, "wheelhouses": {build_key: {"hash", "dir",
-"archive", "install": [requirement, ...], "lock": {name: version} or null}}} (build_key:
-the service's, else its name; one service name built from two packages for two hosts
-has two).
+"archive", "install": [requirement, ...], "lock": {name: version} or null}},
+"runtime": {"hash", "dir", "archive", "install"} or null} (build_key: the service's,
+else its name; one service name built from two packages for two hosts has two).
+
+With host_runtime, also the host runtime's wheelhouse: procslice and its dependencies
+under the constraints, built once per content of the runtime and the constraints, which
+every host installs once into /usr/local/lib/procslice/runtime (`procslice status` and
+the exporter run from it).
 
 A requirements file is resolved once into a lock beside it (requirements.txt ->
 requirements.lock: exact versions and sha256 hashes, by `uv pip compile
@@ -413,6 +418,45 @@ def build(
     return result, True
 
 
+def host_runtime(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The host runtime's wheelhouse (the output's "runtime") and whether it was built
+    now: <cache_dir>/.host-runtime/<hash>/wheelhouse.tar, the hash a digest of the
+    runtime's files and the constraints, as a release's is."""
+    runtime = Path(spec["runtime_source"]).resolve()
+    constraints = Path(spec["constraints"]).resolve()
+    digest = hashlib.sha256(b"host-runtime\0")
+    for sub in ("pyproject.toml", "src/procslice"):
+        tree_digest(runtime / sub, digest)
+    tree_digest(constraints, digest)
+    runtime_hash = digest.hexdigest()[:12]
+    out = Path(spec["cache_dir"]) / ".host-runtime" / runtime_hash
+    result = {
+        "hash": runtime_hash,
+        "dir": str(out),
+        "archive": str(out / "wheelhouse.tar"),
+        "install": ["procslice"],
+    }
+    if (out / ".complete").is_file():
+        return result, False
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{runtime_hash}.", dir=out.parent))
+    # (the name in a failure message: the host runtime is no service of the operator's)
+    whl = str(runtime_wheel(runtime, Path(spec["cache_dir"]), "host runtime"))
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp)]
+    run = subprocess.run([*pip, "-c", str(constraints), whl], capture_output=True, text=True)
+    if run.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(build_failure("host runtime", run.stdout, run.stderr))
+    with tarfile.open(tmp / "wheelhouse.tar", "w") as tar:
+        for item in sorted(tmp.iterdir()):
+            if item.name != "wheelhouse.tar":
+                tar.add(item, arcname=item.name)
+    publish(tmp, out, runtime_hash)
+    return result, True
+
+
 def app_requirement(service: dict[str, Any], path: Path) -> list[str]:
     """What the host installs from the wheelhouse for the service's own package."""
     package = service["package"]
@@ -493,7 +537,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if image_ids:
         id_cache_file.parent.mkdir(parents=True, exist_ok=True)
         id_cache_file.write_text(json.dumps(id_cache))
-    return {"changed": changed, "wheelhouses": wheelhouses, "image_ids": image_ids}
+    runtime: dict[str, Any] | None = None
+    if spec.get("host_runtime"):
+        runtime, built = host_runtime(spec)
+        changed = changed or built
+    return {
+        "changed": changed,
+        "wheelhouses": wheelhouses,
+        "image_ids": image_ids,
+        "runtime": runtime,
+    }
 
 
 def main() -> int:

@@ -61,7 +61,8 @@ def test_the_exporter_passes_the_images_own_metrics_on_labelled_with_the_service
     def served() -> float:
         text = host.check_output("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
         line = re.search(
-            r'^procslice_http_requests_total\{service="demo",code="2xx",method="GET"\} (\S+)$',
+            r'^procslice_http_requests_total\{(?=[^}]*service="demo")(?=[^}]*code="2xx")'
+            r'(?=[^}]*method="GET")[^}]*\} (\S+)$',
             text,
             re.M,
         )

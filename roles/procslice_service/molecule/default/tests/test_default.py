@@ -12,6 +12,7 @@ import re
 import shlex
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = "/srv/procslice/hello"
 ETC = "/etc/procslice/hello"
@@ -220,3 +221,36 @@ def test_absent_service_files_are_gone(host, path):
 def test_absent_service_user_and_group_are_gone(host):
     assert not host.user("procslice-old").exists
     assert not host.group("procslice-old").exists
+
+
+# --------------------------------------------------------------------------- the host runtime
+
+
+def test_the_host_runtime_is_one_virtualenv_that_procslice_status_runs_from(host):
+    runtime = "/usr/local/lib/procslice/runtime"
+    builds = sorted(host.file(runtime).listdir())
+    (current_build,) = [name for name in builds if re.fullmatch(r"[0-9a-f]{12}", name)]
+    assert builds == sorted(["current", current_build, f"{current_build}.tar"])
+    assert host.file(f"{runtime}/current").linked_to == f"{runtime}/{current_build}"
+    assert host.file(f"{runtime}/{current_build}/.complete").exists
+    python = f"{runtime}/current/venv/bin/python"
+    assert host.run(f"{python} -c 'import prometheus_client, procslice.status'").rc == 0
+    # (this role alone starts no unit: the model roles do; the fleet scenario reads
+    # every model's figures)
+    report = json.loads(host.check_output("/usr/local/bin/procslice status --json --interval 0"))
+    assert (report["schema"], report["services"]) == (1, [])
+
+
+def test_the_exporter_serves_the_hosts_services_from_the_runtime(host):
+    unit = "prometheus-procslice-exporter.service"
+    assert host.service(unit).is_running, host.check_output(f"journalctl -u {unit} --no-pager")
+    main_pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
+    assert (
+        "runtime/current/venv/bin/python" in host.file(f"/proc/{main_pid}/cmdline").content_string
+    )
+    text = host.check_output("curl -fsS --max-time 10 http://127.0.0.1:9100/metrics")
+    # every family declared, written by prometheus_client
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["procslice_unit_up"] == "gauge"
+    assert families["procslice_unit_restarts"] == "counter"
+    assert len([name for name in families if name.startswith("procslice_unit_")]) == 16

@@ -58,14 +58,16 @@ def test_the_tarball_holds_what_the_roles_need_and_none_of_the_clones_tooling():
     size = tarball().stat().st_size
     print(f"\ncollection: {tarball().name}, {size / 1024:.0f} KiB, {len(names)} entries")
     # what the roles read outside roles/: the runtime built into every wheelhouse and its
-    # constraints, the host tools, the unit templates, the playbook at the root
+    # constraints (the host runtime's too), the host tools, the unit templates, the playbook
+    # at the root
     for needed in (
         "MANIFEST.json",
         "meta/runtime.yml",
         "deploy.yml",
         "playbooks/deploy.yml",
         "pyproject.toml",
-        "src/procslice/status.py",
+        "src/procslice/status/__init__.py",
+        "roles/procslice_service/files/procslice",
         "requirements/service.txt",
         "requirements.txt",
         "roles/procslice_build/files/wheelhouse.py",

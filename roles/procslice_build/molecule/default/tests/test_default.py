@@ -44,10 +44,20 @@ def pinned(name: str) -> str:
 
 
 def test_only_present_python_services_get_a_wheelhouse():
-    # (.runtime: the runtime's wheel, built once for every wheelhouse)
-    assert sorted(p.name for p in CACHE.iterdir()) == [".runtime", "hello"]
+    # (.runtime: the runtime's wheel, built once for every wheelhouse; .host-runtime:
+    # the wheelhouse of the host runtime, procslice status and its exporter)
+    assert sorted(p.name for p in CACHE.iterdir()) == [".host-runtime", ".runtime", "hello"]
     (runtime,) = (CACHE / ".runtime").iterdir()
     assert [p.name for p in runtime.glob("*.whl")] == ["procslice-0.1.0-py3-none-any.whl"]
+
+
+def test_the_host_runtime_wheelhouse_is_built_once_with_its_exposition_library():
+    (built,) = (CACHE / ".host-runtime").iterdir()
+    assert (built / ".complete").is_file(), sorted(p.name for p in built.iterdir())
+    with tarfile.open(built / "wheelhouse.tar") as tar:
+        members = [Path(name).name for name in tar.getnames()]
+    assert "procslice-0.1.0-py3-none-any.whl" in members, members
+    assert any(re.fullmatch(r"prometheus_client-[^-]+-py3-none-any\.whl", m) for m in members)
 
 
 def test_two_builds_of_the_same_inputs_give_one_hash():

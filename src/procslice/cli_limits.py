@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from procslice.data.checks import show
 from procslice.limits import (
     MODELS,
     Budget,
@@ -29,7 +30,7 @@ def _size_arg(text: str) -> int:
     try:
         size = parse_size(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+        raise argparse.ArgumentTypeError(f"{show(text)} {exc}") from exc
     if size <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return size

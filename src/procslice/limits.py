@@ -47,7 +47,8 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from fractions import Fraction
+
+from procslice.data.checks import parse_size
 
 __all__ = [
     "MODELS",
@@ -99,35 +100,8 @@ class Budget:
 
 
 # --------------------------------------------------------------------------- sizes
-
-_SIZE_RE = re.compile(
-    r"^\s*(?P<num>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[kmgtpe]?)(?:(?<=[kmgtpe])i)?b?\s*$",
-    re.IGNORECASE,
-)
-_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
-
-
-def parse_size(text: str) -> int:
-    """Parse a human size into bytes, using powers of 1024.
-
-    Accepts a number (integer or decimal) followed by an optional unit ``K``, ``M``, ``G``,
-    ``T``, ``P`` or ``E``, optionally followed by ``B`` or ``iB``, case-insensitively:
-    "1024", "512M", "2G", "1.5g", "64MiB", "100kb".  Fractions of a byte are rounded down.
-
-    Raises :class:`ValueError` for anything else (e.g. "2 gigs", "-1G", "").
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"invalid size {text!r}: expected a string such as '512M'")
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(
-            f"invalid size {text!r}: expected a non-negative number with an optional unit "
-            "K, M, G, T, P or E (powers of 1024, optional B/iB suffix), "
-            "e.g. '1024', '512M', '1.5G', '64MiB'"
-        )
-    number = Fraction(match.group("num"))
-    power = _SIZE_POWERS[match.group("unit").lower()]
-    return math.floor(number * (1 << (10 * power)))
+# One grammar for sizes, the controller's and the runtime's: procslice.data.checks
+# (parse_size is re-exported here for the runtime's callers).
 
 
 def parse_cpu_list(text: str) -> tuple[int, ...] | None:

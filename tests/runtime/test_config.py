@@ -42,7 +42,7 @@ def test_bad_integer_is_refused_naming_file_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load(write(tmp_path, 'app = "api:app"\nmax_request = "lots"\n'))
     assert str(error.value) == (
-        "procslice.toml: max_request: must be a non-negative integer, got 'lots'"
+        'procslice.toml: max_request: "lots" is not valid; write an integer, 0 or more'
     )
 
 
@@ -52,37 +52,51 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_negative_count_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^procslice.toml: task_worker_num: .* got -1$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^procslice.toml: task_worker_num: -1 is not valid; write an integer, 0 or",
+    ):
         load(write(tmp_path, 'app = "api:app"\ntask_worker_num = -1\n'))
 
 
 def test_zero_workers_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r'workers: must be "auto" or a positive integer, got 0'):
+    with pytest.raises(
+        ConfigError, match=r"workers: 0 is not a worker count; write auto or a positive"
+    ):
         load(write(tmp_path, 'app = "api:app"\nworkers = 0\n'))
 
 
 def test_unparsable_size_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^procslice.toml: memory_limit: .* got '2 gigs'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r'^procslice.toml: memory_limit: "2 gigs" is not a memory limit',
+    ):
         load(write(tmp_path, 'app = "api:app"\nmemory_limit = "2 gigs"\n'))
 
 
 def test_unknown_interface_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"interface: must be one of asgi, raw, got 'wsgi'"):
+    with pytest.raises(
+        ConfigError,
+        match=r'interface: "wsgi" is not an interface .*; use one of: asgi, raw',
+    ):
         load(write(tmp_path, 'app = "api:app"\ninterface = "wsgi"\n'))
 
 
 def test_wrong_type_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"tcp_nodelay: must be true or false, got 3"):
+    with pytest.raises(ConfigError, match=r"tcp_nodelay: 3 is not true or false"):
         load(write(tmp_path, 'app = "api:app"\ntcp_nodelay = 3\n'))
 
 
 def test_bad_listen_address_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"listen: has a bad address"):
+    with pytest.raises(ConfigError, match=r'listen: \["localhost"\] has a bad address'):
         load(write(tmp_path, 'app = "api:app"\nlisten = ["localhost"]\n'))
 
 
 def test_bad_command_line_value_names_the_option() -> None:
-    with pytest.raises(ConfigError, match=r"^--max-request: max_request: .* got 'lots'$"):
+    with pytest.raises(
+        ConfigError,
+        match=r'^--max-request: max_request: "lots" is not valid; write an integer',
+    ):
         load(None, {"app": "api:app", "max_request": "lots"})
 
 
@@ -99,7 +113,7 @@ def test_swoole_only_key_is_refused_for_aio(tmp_path: Path) -> None:
 def test_cli_exits_2_with_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, 'app = "api:app"\nmax_request = "lots"\n')
     assert cli.main(["swoole", "--config", path]) == 2
-    assert "procslice.toml: max_request: must be a non-negative integer, got 'lots'" in (
+    assert 'procslice.toml: max_request: "lots" is not valid; write an integer, 0 or more' in (
         capsys.readouterr().err
     )
 
@@ -121,14 +135,16 @@ def test_bad_forwarded_allow_ips_is_refused_naming_the_entry(tmp_path: Path) -> 
             write(tmp_path, 'app = "api:app"\nforwarded_allow_ips = ["10.0.0.5", "lb.internal"]\n')
         )
     assert str(error.value) == (
-        "procslice.toml: forwarded_allow_ips: has 'lb.internal', which is not an IP address, "
-        "a network such as 10.0.0.0/8, or \"*\", got ['10.0.0.5', 'lb.internal']"
+        'procslice.toml: forwarded_allow_ips: ["10.0.0.5", "lb.internal"] has "lb.internal", '
+        "which is not an IP address or network; write a list of the proxies' IP addresses or "
+        'networks (e.g. ["10.0.0.5"]), ["*"] to trust any peer, or [] to ignore '
+        "X-Forwarded-* headers"
     )
     with pytest.raises(
-        ConfigError, match=r"^--forwarded-allow-ips: forwarded_allow_ips: has '1.2.3'"
+        ConfigError, match=r'^--forwarded-allow-ips: forwarded_allow_ips: "1.2.3" has "1.2.3"'
     ):
         load(None, {"app": "api:app", "forwarded_allow_ips": "1.2.3"})
-    with pytest.raises(ConfigError, match=r"forwarded_allow_ips: must be a list"):
+    with pytest.raises(ConfigError, match=r"forwarded_allow_ips: 5 is not a list"):
         load(write(tmp_path, 'app = "api:app"\nforwarded_allow_ips = 5\n'))
 
 
@@ -137,8 +153,8 @@ def test_keepalive_timeout_must_be_positive(value: str) -> None:
     with pytest.raises(ConfigError) as error:
         load(None, {"app": "api:app", "keepalive_timeout": value})
     assert str(error.value) == (
-        f"--keepalive-timeout: keepalive_timeout: must be a positive number of seconds, "
-        f"got {value!r}"
+        f'--keepalive-timeout: keepalive_timeout: "{value}" is not a number of seconds above 0; '
+        "write e.g. 5 (uvicorn's default) or 75"
     )
     assert load(None, {"app": "api:app", "keepalive_timeout": "0.5"}).keepalive_timeout == 0.5
 

@@ -464,6 +464,8 @@ def test_memory_limit_per_worker() -> None:
         (" 256 M ", 256 * MIB),
         ("10B", 10),
         (".5k", 512),
+        ("512Mi", 512 * MIB),
+        ("2P", 2 * 1024**5),
     ],
 )
 def test_parse_size_accepts_human_sizes(text: str, expected: int) -> None:
@@ -471,10 +473,10 @@ def test_parse_size_accepts_human_sizes(text: str, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["2 gigs", "", "   ", "-1G", "G", "1.2.3M", "1X", "1ib", "1 M B", "1e6", "nan"]
+    "text", ["2 gigs", "", "   ", "-1G", "G", "1.2.3M", "1X", "1ib", "1 M B", "1e6", "nan", "1.5"]
 )
 def test_parse_size_rejects_garbage_with_a_clear_message(text: str) -> None:
-    with pytest.raises(ValueError, match=r"invalid size .*e\.g\. '1024', '512M'"):
+    with pytest.raises(ValueError, match=r"is not a .*; write bytes or a number with K, M, G, T"):
         parse_size(text)
 
 
@@ -547,7 +549,7 @@ def test_cli_model_filter_and_table_output(fs: FakeSys, capsys: pytest.CaptureFi
 def test_cli_rejects_bad_size(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         _parse(["limits", "--per-worker-memory", "2 gigs"])
-    assert "invalid size '2 gigs'" in capsys.readouterr().err
+    assert '"2 gigs" is not a size; write bytes' in capsys.readouterr().err
     # a hand-built Namespace with a bad string is reported, not raised
     assert cli_limits.run(argparse.Namespace(per_worker_memory="lots", root="/")) == 2
 

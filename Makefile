@@ -65,8 +65,9 @@ show: venv plot-deps ## Show every service answering, with its slice, limits and
 
 demo: deploy show ## Set up, start the fleet, deploy, and show the services answering
 
-lint: deps venv ## yamllint, ansible-lint, ruff, mypy, promtool check rules
+lint: deps venv ## yamllint, the files made from the key table and the role docs current, ansible-lint, ruff, mypy, promtool check rules
 	yamllint -s .
+	python scripts/keys.py --check
 	python scripts/role-docs.py --check
 	ansible-lint
 	ruff check src tests plugins roles bench examples molecule scripts

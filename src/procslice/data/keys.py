@@ -109,7 +109,10 @@ class Key:
         return model is None or model in self.models
 
     def described(self) -> str:
-        """The help with the models it applies to in front, as the docs say it."""
+        """The help with its directive or the models it applies to in front, as the
+        argument spec says it."""
+        if self.directive:
+            return f"{self.directive}=, {self.help}"
         if self.models == ALL_MODELS:
             return self.help
         return f"{models_phrase(self.models)}; {self.help}"

@@ -1,0 +1,193 @@
+"""The table of keys (src/procslice/data/keys.py) and what is made from it: the
+argument specs and the docs (scripts/keys.py), procslice.toml and the runtime's
+config (procslice.config), the filter's checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from filter_plugin import ps
+
+from procslice import config
+from procslice.data import keys as table
+from procslice.data.settings_file import procslice_toml
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "keys.py"
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("procslice_keys_script", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generated_files_are_current() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_check_names_a_file_whose_block_was_edited(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _script()
+    docs = tmp_path / "data-model.md"
+    docs.write_text(script.DOCS.read_text().replace("| `max_request` |", "| `max_requests` |"))
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(
+        script, "BLOCKS", ((docs, "<!-- BEGIN KEYS", "<!-- END KEYS", script.render_docs),)
+    )
+    assert script.main(["--check"]) == 1
+    assert "keys: data-model.md differs from src/procslice/data/keys.py" in (
+        capsys.readouterr().err
+    )
+    # writing rewrites the block (then renders the role docs, which are current)
+    assert script.main([]) == 0
+    assert "| `max_request` |" in docs.read_text()
+
+
+def test_a_key_added_to_the_table_reaches_the_spec_the_docs_and_the_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    new = table.Key(
+        "accept_backlog",
+        "int",
+        "Connections the kernel queues before the workers accept them.",
+        default=2048,
+        models=table.SUPERVISOR,
+        check=table.checks.positive_int,
+        toml=True,
+    )
+    monkeypatch.setattr(table, "SERVICE", (*table.SERVICE, new))
+    monkeypatch.setitem(table.SERVICE_KEYS, new.name, new)
+    monkeypatch.setitem(table.KEYS, new.name, new)
+    script = _script()
+    spec = yaml.safe_load(textwrap.dedent(script.render_specs()))
+    assert spec["procslice_services"]["options"]["accept_backlog"] == {
+        "type": "int",
+        "default": 2048,
+        "description": "aio and swoole; Connections the kernel queues before the workers "
+        "accept them.",
+    }
+    assert "| `accept_backlog` | int | `2048` | aio and swoole |" in script.render_docs()
+    assert "accept_backlog = 2048" in procslice_toml(
+        {"model": "aio", "name": "api", "accept_backlog": 2048}
+    )
+
+
+def test_the_runtime_config_is_the_tables_toml_keys() -> None:
+    fields = {f.name: f.default for f in dataclasses.fields(config.ServiceConfig)}
+    fields.pop("source")
+    assert set(fields) == {key.name for key in table.runtime_keys()}
+    assert fields["max_request"] == table.KEYS["max_request"].default
+    assert fields["memory_limit"] is None  # "auto"
+    assert {
+        "max_request",
+        "max_request_grace",
+        "memory_limit",
+        "cpu_affinity",
+        "task_worker_num",
+        "task_max_request",
+    } == config.SWOOLE_ONLY
+
+
+def _service(**keys: Any) -> dict[str, Any]:
+    entry = {
+        "name": "api",
+        "model": "swoole",
+        "package": {"source": "examples/hello_asgi"},
+        "app": "hello_asgi:app",
+        "listen": ["127.0.0.1:8000"],
+        **keys,
+    }
+    services = ps.procslice_normalize_services([entry])
+    return dict(services[0])
+
+
+def test_procslice_toml_is_read_back_by_the_runtime_as_written(tmp_path: Path) -> None:
+    service = _service(
+        max_request=500,
+        max_request_grace=50,
+        memory_limit="300M",
+        forwarded_allow_ips=["10.0.0.5"],
+        statsd="127.0.0.1:8125",
+        statsd_tags=True,
+        threads=3,
+    )
+    path = tmp_path / "procslice.toml"
+    path.write_text(procslice_toml(service))
+    loaded = config.load(str(path), model="swoole")
+    assert loaded.max_request == 500
+    assert loaded.max_request_grace == 50
+    assert loaded.memory_limit == 300 * 1024**2
+    assert loaded.forwarded_allow_ips == ("10.0.0.5",)
+    assert loaded.statsd == "127.0.0.1:8125"
+    assert loaded.dogstatsd_tags == "service:api"
+    assert loaded.statsd_prefix == ""
+    assert loaded.threads == 3
+    assert loaded.listen == ("127.0.0.1:8000",)
+    # every key the table writes for swoole is in the file, under its help
+    text = path.read_text()
+    for key in table.runtime_keys("swoole"):
+        if key.data and key.name not in ("statsd_tags",):
+            assert f"\n{key.name} = " in f"\n{text}", key.name
+
+
+def test_an_aio_service_gets_no_swoole_key(tmp_path: Path) -> None:
+    service = _service(model="aio")
+    text = procslice_toml(service)
+    assert "max_request" not in text and "memory_limit" not in text
+    path = tmp_path / "procslice.toml"
+    path.write_text(text)
+    assert config.load(str(path), model="aio").workers is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("max_request", "lots"),
+        ("keepalive_timeout", 0),
+        ("log_level", "loud"),
+        ("memory_limit", "2 gigs"),
+    ],
+)
+def test_the_filter_and_the_runtime_refuse_a_value_with_the_same_words(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    errors = ps.procslice_errors(
+        [],
+        [
+            {
+                "name": "api",
+                "model": "swoole",
+                "package": {"source": "x"},
+                "app": "a:b",
+                key: value,
+            }
+        ],
+    )
+    problem = next(e for e in errors if e.startswith(f"procslice_services[api].{key}: "))
+    path = tmp_path / "procslice.toml"
+    path.write_text(f'app = "a:b"\n{key} = {procslice_toml_value(value)}\n')
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(str(path))
+    assert problem.split(": ", 1)[1] == str(refused.value).split(": ", 2)[2]
+
+
+def procslice_toml_value(value: Any) -> str:
+    from procslice.data.settings_file import toml_value
+
+    return toml_value(value)

@@ -104,6 +104,9 @@ class Key:
     toml_value: Callable[[Mapping[str, Any]], Any] | None = None
     #: The keys of a mapping.
     options: tuple[Key, ...] = ()
+    #: Which part of the filter normalises it: "metrics" (the metrics and StatsD keys,
+    #: procslice.data.supervisor); "" for the rest, whose models say where they go.
+    group: str = ""
 
     def applies_to(self, model: str | None) -> bool:
         return model is None or model in self.models
@@ -658,6 +661,7 @@ SERVICE: tuple[Key, ...] = (
         default="",
         check=checks.metrics_listen,
         toml=True,
+        group="metrics",
     ),
     Key(
         "request_metrics",
@@ -670,6 +674,7 @@ SERVICE: tuple[Key, ...] = (
         elsewhere={"podman": _METRICS_ON_PODMAN},
         check=checks.boolean,
         toml=True,
+        group="metrics",
     ),
     Key(
         "statsd",
@@ -683,6 +688,7 @@ SERVICE: tuple[Key, ...] = (
         check=checks.statsd,
         toml=True,
         toml_value=_toml_if_set("statsd"),
+        group="metrics",
     ),
     Key(
         "statsd_prefix",
@@ -697,6 +703,7 @@ SERVICE: tuple[Key, ...] = (
         toml=True,
         runtime_default="",
         toml_value=_toml_statsd_only("statsd_prefix"),
+        group="metrics",
     ),
     Key(
         "statsd_tags",
@@ -707,6 +714,7 @@ SERVICE: tuple[Key, ...] = (
         models=PYTHON,
         elsewhere={"podman": _METRICS_ON_PODMAN},
         check=checks.boolean,
+        group="metrics",
     ),
     # ---- podman
     Key(

@@ -1,4 +1,5 @@
-"""Unit tests of plugins/filter/procslice.py: sizes, compose aliases, defaults, checks."""
+"""Unit tests of plugins/filter/procslice.py (src/procslice/data): sizes, compose aliases,
+defaults, checks."""
 
 from __future__ import annotations
 

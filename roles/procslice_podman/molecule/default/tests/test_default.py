@@ -12,8 +12,8 @@ CONTAINER = "procslice-demo"
 PORT = 8004
 MEMORY = 96 * 2**20
 PIDS = 48
-# The unit's limits are the container's plus podman's headroom (plugins/filter/procslice.py
-# PODMAN_UNIT_*_HEADROOM): what the app meets is the container's own limit.
+# The unit's limits are the container's plus podman's headroom (src/procslice/data/
+# vocabulary.py PODMAN_UNIT_*_HEADROOM): what the app meets is the container's own limit.
 UNIT_MEMORY = MEMORY + 64 * 2**20
 UNIT_PIDS = PIDS + 32
 

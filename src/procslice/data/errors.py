@@ -1,0 +1,88 @@
+"""ProcsliceDataError, the collector of messages and the small helpers that word them."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from procslice.data.vocabulary import MISLEADING_KEYS
+
+
+class ProcsliceDataError(ValueError):
+    """The procslice data is invalid; the message says where and how to fix it."""
+
+
+def _show(value: Any) -> str:
+    """Render a value the way the operator wrote it, strings quoted."""
+    if isinstance(value, str):
+        return json.dumps(str(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _human(size: int) -> str:
+    """2147483648 -> "2G"; sizes that are not a whole K/M/G/T stay in bytes."""
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> int | None:
+    if _is_int(value) and value > 0:
+        return int(value)
+    if isinstance(value, str) and str(value).strip().isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def _format_percent(percent: Decimal) -> str:
+    """Decimal percent -> the CPUQuota= value, at most two decimals ("33.33%")."""
+    quantized = percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP).normalize()
+    text = format(quantized, "f")
+    return f"{text}%"
+
+
+class _Errors:
+    """Collects messages, each "<variable path>: <problem>; <fix>"."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.append(f"{path}: {message}")
+
+    def unknown_keys(self, path: str, data: Mapping[str, Any], valid: Iterable[str]) -> None:
+        valid = sorted(valid)
+        for key in data:
+            if key in valid:
+                continue
+            if key in MISLEADING_KEYS:
+                self.add(f"{path}.{key}", MISLEADING_KEYS[key])
+                continue
+            self.add(
+                f"{path}.{key}",
+                f"unknown key; {_suggest(str(key), valid)}valid keys: {', '.join(valid)}",
+            )

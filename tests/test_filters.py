@@ -99,7 +99,7 @@ def test_size_error_says_how_to_write_a_size() -> None:
     with pytest.raises(ps.ProcsliceDataError) as caught:
         ps.procslice_size("2 gigs")
     assert str(caught.value) == (
-        '"2 gigs" is not a size; write bytes or a number with K, M, G or T (e.g. 2G)'
+        '"2 gigs" is not a size; write bytes or a number with K, M, G, T, P or E (e.g. 2G)'
     )
 
 
@@ -612,6 +612,7 @@ def test_filter_module_maps_the_filters() -> None:
         "procslice_errors_with_layers": ps.procslice_errors_with_layers,
         "procslice_build_variants": ps.procslice_build_variants,
         "procslice_build_pick": ps.procslice_build_pick,
+        "procslice_toml": ps.procslice_toml,
     }
 
 
@@ -768,7 +769,7 @@ def test_error_memswap_limit_points_to_memory_swap_max() -> None:
 def test_error_size_that_does_not_parse() -> None:
     assert one_error(services=[gunicorn(limits={"memory_max": "2 gigs"})]) == (
         'procslice_services[api].limits.memory_max: "2 gigs" is not a size; '
-        "write bytes or a number with K, M, G or T (e.g. 2G)"
+        "write bytes or a number with K, M, G, T, P or E (e.g. 2G)"
     )
 
 
@@ -1340,7 +1341,7 @@ def test_error_swoole_key_on_an_aio_service() -> None:
 
 def test_error_supervisor_key_on_a_gunicorn_service() -> None:
     message = one_error(services=[gunicorn(max_wait_time=10)])
-    assert message.startswith("procslice_services[api].max_wait_time: is a setting of the aio")
+    assert message.startswith("procslice_services[api].max_wait_time: is an aio and swoole setting")
     assert "graceful_timeout" in message
 
 
@@ -1752,7 +1753,10 @@ def test_error_metrics_keys_on_a_podman_service(key: str) -> None:
     value = {"request_metrics": True, "statsd_tags": True}.get(key, "127.0.0.1:9100")
     data = {"name": "proxy", "model": "podman", "image": "docker.io/library/nginx:1.27", key: value}
     message = one_error(services=[data])
-    assert message.startswith(f"procslice_services[proxy].{key}: a podman service's app runs")
+    assert message.startswith(
+        f"procslice_services[proxy].{key}: is a gunicorn, aio and swoole setting; "
+        "a podman service's app runs"
+    )
     assert message.endswith("remove it")
 
 

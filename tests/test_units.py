@@ -32,6 +32,7 @@ ENV = jinja2.Environment(
 )
 ENV.filters["to_json"] = json.dumps
 ENV.filters["comment"] = lambda text: f"#\n# {text}\n#"
+ENV.filters["procslice.procslice.procslice_toml"] = ps.procslice_toml
 VARS = {
     "ansible_managed": "Ansible managed",
     "procslice_service_root": "/srv/procslice",

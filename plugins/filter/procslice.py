@@ -22,12 +22,15 @@ standard library only), so it can be imported and unit-tested without Ansible;
         each with its ``build_key``.
     procslice_build_pick(built, services) -> dict
         service name -> its wheelhouse, for the services one host runs.
+    procslice_toml(service) -> str
+        an aio or swoole service's procslice.toml, from the table of keys.
 
 The normalise filters raise ``ProcsliceDataError`` (a ``ValueError``) listing every
 problem when the data is bad; ``procslice_errors`` returns them instead, which is what
 the preflight role asserts on.
 """
 
+# ruff: noqa: E402 (the imports follow the line that makes src/ importable)
 from __future__ import annotations
 
 import sys
@@ -39,23 +42,28 @@ _SRC = str(Path(__file__).resolve().parents[2] / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from procslice.data import (  # noqa: E402
-    ProcsliceDataError,
+from procslice.data.build import (
     procslice_build_key,
     procslice_build_pick,
     procslice_build_variants,
-    procslice_errors,
+)
+from procslice.data.errors import (
+    ProcsliceDataError,
+    _show,  # noqa: F401 (the tests read it through this module)
+)
+from procslice.data.layers import (
     procslice_errors_with_layers,
     procslice_layer_vars,
     procslice_layers,
+)
+from procslice.data.normalize import (
+    procslice_errors,
     procslice_normalize_services,
     procslice_normalize_slices,
-    procslice_size,
 )
-
-# What the tests read through this module besides the filters.
-from procslice.data.errors import _show  # noqa: E402, F401
-from procslice.data.vocabulary import (  # noqa: E402, F401
+from procslice.data.settings_file import procslice_toml
+from procslice.data.sizes import procslice_size
+from procslice.data.vocabulary import (  # noqa: F401 (the tests read them through this module)
     AIO_DEFAULTS,
     AIO_KEYS,
     HEALTH_KEYS,
@@ -89,6 +97,7 @@ __all__ = [
     "procslice_normalize_services",
     "procslice_normalize_slices",
     "procslice_size",
+    "procslice_toml",
 ]
 
 
@@ -106,4 +115,5 @@ class FilterModule:
             "procslice_errors_with_layers": procslice_errors_with_layers,
             "procslice_build_variants": procslice_build_variants,
             "procslice_build_pick": procslice_build_pick,
+            "procslice_toml": procslice_toml,
         }

@@ -1,10 +1,15 @@
 """The procslice data: validation and normalisation of the slices and services.
 
 The controller's filter plugin (plugins/filter/procslice.py) maps its filters onto the
-functions below; the preflight checks and the roles read the data through them. Standard
-library only, so the controller imports it from the collection's src/ as it is.
+functions of the modules below; the preflight checks and the roles read the data
+through them. Standard library only, so the controller imports it from the
+collection's src/ as it is, and the runtime imports keys and checks without the rest.
 
-    vocabulary   names, models, keys and their defaults
+    keys         the table of every key: type, default, models, check, help, compose
+                 spelling; the runtime's procslice.config reads it too
+    checks       the checks of single values, sizes' one grammar (the runtime's too)
+    settings_file  procslice.toml, written from the table
+    vocabulary   the names the modules below use, most of them made from the table
     errors       ProcsliceDataError, the message collector, the wording helpers
     sizes        sizes, quotas and the other scalar parsers
     addresses    listen (host:port, unix:PATH) and podman's published ports
@@ -18,37 +23,3 @@ library only, so the controller imports it from the collection's src/ as it is.
     layers       the procslice_services__* / procslice_slices__* layers
     build        the builds: one per distinct (name, package, model)
 """
-
-from __future__ import annotations
-
-from procslice.data.build import (
-    procslice_build_key,
-    procslice_build_pick,
-    procslice_build_variants,
-)
-from procslice.data.errors import ProcsliceDataError
-from procslice.data.layers import (
-    procslice_errors_with_layers,
-    procslice_layer_vars,
-    procslice_layers,
-)
-from procslice.data.normalize import (
-    procslice_errors,
-    procslice_normalize_services,
-    procslice_normalize_slices,
-)
-from procslice.data.sizes import procslice_size
-
-__all__ = [
-    "ProcsliceDataError",
-    "procslice_build_key",
-    "procslice_build_pick",
-    "procslice_build_variants",
-    "procslice_errors",
-    "procslice_errors_with_layers",
-    "procslice_layer_vars",
-    "procslice_layers",
-    "procslice_normalize_services",
-    "procslice_normalize_slices",
-    "procslice_size",
-]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from procslice.data.checks import parse_listen
 from procslice.data.errors import ProcsliceDataError, _is_int, _show
 from procslice.data.vocabulary import UNIX_PATH_MAX
 
@@ -34,29 +35,12 @@ def _parse_unix_listen(value: str) -> str:
 
 
 def _parse_listen(value: Any) -> tuple[str, int]:
-    """ "0.0.0.0:8000" / "[::1]:8000" -> (host, port)."""
-    hint = 'write an IP address and a port (e.g. "0.0.0.0:8000" or "[::]:8000")'
-    if not isinstance(value, str) or ":" not in value:
-        raise ProcsliceDataError(f"{_show(value)} is not host:port; {hint}")
-    host, _, port_text = str(value).strip().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError as exc:
-            raise ProcsliceDataError(
-                f"{_show(value)}: {host} is not an IPv6 address; {hint}"
-            ) from exc
-    else:
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError as exc:
-            raise ProcsliceDataError(
-                f"{_show(value)}: {_show(host)} is not an IPv4 address (socket activation binds "
-                f"addresses, not names; IPv6 goes in brackets); {hint}"
-            ) from exc
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ProcsliceDataError(f"{_show(value)}: the port must be 1 to 65535; {hint}")
-    return host, int(port_text)
+    """ "0.0.0.0:8000" / "[::1]:8000" -> (host, port) (checks.parse_listen, the runtime's
+    metrics_listen check too)."""
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise ProcsliceDataError(str(exc)) from None
 
 
 def _parse_publish(value: Any) -> tuple[str, int, str] | None:

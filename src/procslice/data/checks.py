@@ -28,6 +28,7 @@ __all__ = [
     "Check",
     "boolean",
     "choice",
+    "cpu_affinity",
     "dogstatsd_tags",
     "forwarded_allow_ips",
     "memory_limit",
@@ -138,6 +139,15 @@ def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise ValueError("is not true or false")
+
+
+def cpu_affinity(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(
+        "is not true or false; true pins worker i to the i-th CPU the service may use (its "
+        "slice's or its own allowed_cpus); choose the CPUs with allowed_cpus"
+    )
 
 
 def non_negative_int(value: Any) -> int:

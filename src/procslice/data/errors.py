@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from procslice.data.checks import show
+from procslice.data.keys import KEYS, models_phrase
 from procslice.data.vocabulary import MISLEADING_KEYS
 
 
@@ -15,18 +16,8 @@ class ProcsliceDataError(ValueError):
     """The procslice data is invalid; the message says where and how to fix it."""
 
 
-def _show(value: Any) -> str:
-    """Render a value the way the operator wrote it, strings quoted."""
-    if isinstance(value, str):
-        return json.dumps(str(value))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    try:
-        return json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+#: Render a value the way the operator wrote it, strings quoted.
+_show = show
 
 
 def _human(size: int) -> str:
@@ -86,3 +77,36 @@ class _Errors:
                 f"{path}.{key}",
                 f"unknown key; {_suggest(str(key), valid)}valid keys: {', '.join(valid)}",
             )
+
+
+def _checked(
+    entry: Mapping[str, Any], path: str, errors: _Errors, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Each key of ``defaults`` from the entry, or its default, checked with the table's
+    check (procslice.data.keys); a refused value is reported under ``path.key`` and
+    replaced by the default. The values stay as written (the runtime reads them)."""
+    settings: dict[str, Any] = {}
+    for key, default in defaults.items():
+        value = entry.get(key, default)
+        check = KEYS[key].check
+        assert check is not None, key
+        try:
+            check(value)
+        except ValueError as exc:
+            errors.add(f"{path}.{key}", f"{_show(value)} {exc}")
+            value = default
+        settings[key] = value
+    return settings
+
+
+def _wrong_model(entry: Mapping[str, Any], path: str, errors: _Errors, model: str) -> None:
+    """A key of the table set on a model that does not read it: refused, with the key's
+    own fix for that model (its ``elsewhere``) when it has one."""
+    for name in entry:
+        key = KEYS.get(str(name))
+        if key is None or not key.data or key.applies_to(model):
+            continue
+        fix = key.elsewhere.get(model, f"model {model} does not read it; remove it")
+        owner = models_phrase(key.models)
+        article = "an" if owner.startswith("aio") else "a"
+        errors.add(f"{path}.{name}", f"is {article} {owner} setting; {fix}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from procslice.data.errors import _Errors, _is_int, _positive_int, _show
+from procslice.data.errors import _checked, _Errors, _positive_int, _show
 from procslice.data.vocabulary import GUNICORN_DEFAULTS, SUPERVISOR_THREADS, WORKER_CLASSES
 
 
@@ -17,8 +17,8 @@ def _gunicorn_settings(
     interface: str | None,
 ) -> tuple[str | None, int, dict[str, Any]]:
     """worker_class (resolved from the interface; None off gunicorn), threads (also the
-    aio and swoole worker's to_thread pool) and the GUNICORN_DEFAULTS keys, accepted and
-    ignored on the other models."""
+    aio and swoole worker's to_thread pool) and the GUNICORN_DEFAULTS keys (filled in on
+    every model; set on another model, they are refused by ``_wrong_model``)."""
     worker_class = entry.get("worker_class", "auto")
     if worker_class not in WORKER_CLASSES:
         errors.add(
@@ -59,20 +59,5 @@ def _gunicorn_settings(
             f"threads only applies to worker_class gthread (this service resolves to "
             f"{worker_class}); set worker_class: gthread or remove threads",
         )
-    settings: dict[str, Any] = {}
-    for key, default in GUNICORN_DEFAULTS.items():
-        value = entry.get(key, default)
-        if key == "preload":
-            ok = isinstance(value, bool)
-            want = "true or false"
-        elif key == "timeout":
-            ok = _is_int(value) and value > 0
-            want = "a positive number of seconds"
-        else:
-            ok = _is_int(value) and value >= 0
-            want = "a number, 0 or more"
-        if not ok:
-            errors.add(f"{path}.{key}", f"{_show(value)} is not valid; write {want}")
-            value = default
-        settings[key] = value
+    settings = _checked(entry, path, errors, GUNICORN_DEFAULTS)
     return worker_class, threads, settings

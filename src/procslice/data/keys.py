@@ -438,9 +438,10 @@ SERVICE: tuple[Key, ...] = (
     Key(
         "graceful_timeout",
         "int",
-        "Seconds a worker gets to finish its requests.",
+        "Seconds a worker gets to finish its requests (podman: the seconds podman stop "
+        "waits before it kills the container).",
         default=20,
-        models=("gunicorn",),
+        models=("gunicorn", "podman"),
         elsewhere=_on_supervisor("the drain time is max_wait_time: write max_wait_time instead"),
         check=checks.non_negative_int,
     ),
@@ -623,7 +624,7 @@ SERVICE: tuple[Key, ...] = (
         default=False,
         models=("swoole",),
         elsewhere={"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN},
-        check=checks.boolean,
+        check=checks.cpu_affinity,
         toml=True,
     ),
     Key(
@@ -742,6 +743,11 @@ SERVICE: tuple[Key, ...] = (
         "(health check, port collisions). Other models listen through listen.",
         elements="raw",
         models=("podman",),
+        elsewhere={
+            model: "ports is podman's list of published ports; a "
+            f'{model} service listens through listen (e.g. listen: ["0.0.0.0:8000"])'
+            for model in PYTHON
+        },
     ),
     Key(
         "command",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from procslice.data import checks
 from procslice.data.addresses import _parse_listen, _parse_publish, _parse_unix_listen
-from procslice.data.errors import ProcsliceDataError, _Errors, _positive_int, _show
+from procslice.data.errors import ProcsliceDataError, _Errors, _positive_int, _show, _wrong_model
 from procslice.data.gunicorn import _gunicorn_settings
 from procslice.data.health import _health
 from procslice.data.podman import _podman_settings, _podman_unit_directives
@@ -78,6 +78,8 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
                 f"{_show(model)} is not a model; use one of: {', '.join(MODELS)}",
             )
         model = None
+    else:
+        _wrong_model(entry, path, errors, model)
 
     # slice
     slice_name = entry.get("slice")
@@ -118,13 +120,11 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
                 f"missing; model {model} needs the app to load as module:attribute "
                 '(e.g. app: "api.main:app")',
             )
-        elif not isinstance(app, str) or _app_problem(app):
-            errors.add(
-                f"{path}.app",
-                f"{_show(app)} is not module:attribute or module:factory(...) "
-                f"({_app_problem(app) if isinstance(app, str) else 'not a string'}); write "
-                'e.g. "api.main:app", or "api.main:create_app()" for an app factory',
-            )
+        else:
+            try:
+                checks.app(app)
+            except ValueError as exc:
+                errors.add(f"{path}.app", f"{_show(app)} {exc}")
     elif package is not None and present:
         _check_package(package, f"{path}.package", errors)
     if present and model == "podman":
@@ -177,30 +177,23 @@ def _service(entry: Mapping[str, Any], path: str, errors: _Errors) -> dict[str, 
         listen.append(f"{host}:{port}")
         ports.append(port)
         binds.append((host, port, "tcp", f"{path}.listen"))
-    if "ports" in entry:
-        if model == "podman":
-            publish = entry["ports"]
-            if not isinstance(publish, list):
-                errors.add(f"{path}.ports", f'{_show(publish)} is not a list; write ["8080:80"]')
-                publish = []
-            for index, item in enumerate(publish):
-                try:
-                    parsed = _parse_publish(item)
-                except ProcsliceDataError as exc:
-                    errors.add(f"{path}.ports[{index}]", str(exc))
-                    continue
-                if parsed:
-                    host, port, proto = parsed
-                    binds.append((host, port, proto, f"{path}.ports"))
-                    if proto == "tcp" and f"{host}:{port}" not in listen:
-                        listen.append(f"{host}:{port}")
-                        ports.append(port)
-        elif model is not None:
-            errors.add(
-                f"{path}.ports",
-                "ports is podman's list of published ports; a "
-                f'{model} service listens through listen (e.g. listen: ["0.0.0.0:8000"])',
-            )
+    if "ports" in entry and model == "podman":
+        publish = entry["ports"]
+        if not isinstance(publish, list):
+            errors.add(f"{path}.ports", f'{_show(publish)} is not a list; write ["8080:80"]')
+            publish = []
+        for index, item in enumerate(publish):
+            try:
+                parsed = _parse_publish(item)
+            except ProcsliceDataError as exc:
+                errors.add(f"{path}.ports[{index}]", str(exc))
+                continue
+            if parsed:
+                host, port, proto = parsed
+                binds.append((host, port, proto, f"{path}.ports"))
+                if proto == "tcp" and f"{host}:{port}" not in listen:
+                    listen.append(f"{host}:{port}")
+                    ports.append(port)
 
     # workers
     workers: Any = entry.get("workers", "auto")
@@ -418,37 +411,6 @@ def _socket_settings(
                     "a podman service has no unix socket in listen; remove it",
                 )
     return settings
-
-
-def _app_problem(ref: str) -> str | None:
-    """What is wrong with an app reference, or None: "module:attr.sub", or
-    "module:factory(literal args)" (what the runtime's config.parse_app accepts, and
-    gunicorn too; the runtime is not importable here)."""
-    module, sep, expr = ref.partition(":")
-    if not sep or not module or not expr.strip():
-        return "no colon between the module and the attribute"
-    if not all(part.isidentifier() for part in module.split(".")):
-        return f"{module!r} is not a module path"
-    try:
-        node = ast.parse(expr.strip(), mode="eval").body
-    except SyntaxError:
-        return f"{expr!r} is not an attribute or a call of one"
-    if isinstance(node, ast.Call):
-        if any(isinstance(a, ast.Starred) for a in node.args) or any(
-            k.arg is None for k in node.keywords
-        ):
-            return "a factory takes literal arguments, not *args or **kwargs"
-        try:
-            for value in [*node.args, *(k.value for k in node.keywords)]:
-                ast.literal_eval(value)
-        except ValueError:
-            return "a factory's arguments must be literals (numbers, strings, lists, dicts)"
-        node = node.func
-    while isinstance(node, ast.Attribute):
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return f"{expr!r} is not an attribute or a call of one"
-    return None
 
 
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:

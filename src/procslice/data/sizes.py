@@ -4,46 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from procslice.data.checks import parse_size
 from procslice.data.errors import ProcsliceDataError, _Errors, _is_int, _is_number, _show
-from procslice.data.vocabulary import CPUSET_RE, PERCENT_RE, SIZE_HINT, SIZE_RE, SIZE_UNITS
+from procslice.data.vocabulary import CPUSET_RE, PERCENT_RE
 
 
 def procslice_size(value: Any) -> int:
-    """A size in bytes: an int, or a number with K, M, G or T (powers of 1024).
-
-    Case-insensitive, with an optional trailing B or iB: "512M", "2g", "1.5G", "64MiB",
-    "100K", "1024". Fractions are rounded down to whole bytes.
-    """
-    if _is_int(value):
-        if value < 0:
-            raise ProcsliceDataError(f"{_show(value)} is not a size: it is negative; {SIZE_HINT}")
-        return int(value)
-    if isinstance(value, float) and not isinstance(value, bool):
-        if value >= 0 and value.is_integer():
-            return int(value)
-        raise ProcsliceDataError(
-            f"{_show(value)} is not a whole, positive number of bytes; {SIZE_HINT}"
-        )
-    if not isinstance(value, str):
-        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}")
-    text = str(value).strip()
-    if text.startswith("-"):
-        raise ProcsliceDataError(f"{_show(value)} is not a size: it is negative; {SIZE_HINT}")
-    match = SIZE_RE.match(text)
-    if not match:
-        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}")
+    """A size in bytes, in the one grammar of sizes (checks.parse_size): a whole number of
+    bytes, or a number with K, M, G, T, P or E (powers of 1024, an optional i and B:
+    "512M", "1.5G", "64MiB", "512Mi"); fractions with a unit are rounded down."""
     try:
-        number = Decimal(match.group("num"))
-    except InvalidOperation as exc:  # pragma: no cover - the regex only lets numbers in
-        raise ProcsliceDataError(f"{_show(value)} is not a size; {SIZE_HINT}") from exc
-    unit = match.group("unit")
-    factor = SIZE_UNITS[unit.lower()] if unit else 1
-    if unit is None and number != number.to_integral_value():
-        raise ProcsliceDataError(f"{_show(value)} is not a whole number of bytes; {SIZE_HINT}")
-    return int((number * factor).to_integral_value(rounding=ROUND_FLOOR))
+        return parse_size(value)
+    except ValueError as exc:
+        raise ProcsliceDataError(f"{_show(value)} {exc}") from None
 
 
 def _size_or_infinity(value: Any) -> tuple[str, int | None]:

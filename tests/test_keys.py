@@ -191,3 +191,32 @@ def procslice_toml_value(value: Any) -> str:
     from procslice.data.settings_file import toml_value
 
     return toml_value(value)
+
+
+_NARROW = [
+    (key, model)
+    for key in table.SERVICE
+    if key.data
+    for model in table.MODELS
+    if not key.applies_to(model)
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "model"), _NARROW, ids=[f"{key.name}-on-{model}" for key, model in _NARROW]
+)
+def test_every_key_on_a_model_that_does_not_read_it_is_refused(key: table.Key, model: str) -> None:
+    value = next(
+        v for v in (key.default, key.runtime_default, "x") if v not in (table.MISSING, None)
+    )
+    entry: dict[str, Any] = {"name": "api", "model": model, key.name: value}
+    if model == "podman":
+        entry["image"] = "localhost/api:1"
+    else:
+        entry.update(package={"source": "x"}, app="a:b")
+    errors = ps.procslice_errors([], [entry])
+    mine = [e for e in errors if e.startswith(f"procslice_services[api].{key.name}: ")]
+    owner = table.models_phrase(key.models)
+    assert len(mine) == 1, errors
+    assert f" {owner} setting; " in mine[0]
+    assert key.elsewhere.get(model, "remove it")[-20:] in mine[0]

@@ -77,6 +77,7 @@ class ServiceConfig:
     task_max_request: int = runtime_default("task_max_request")
     max_wait_time: float = runtime_default("max_wait_time")
     keepalive_timeout: float = runtime_default("keepalive_timeout")
+    server_header: bool = runtime_default("server_header")  # "server: uvicorn" sent
     max_concurrency: int = runtime_default("max_concurrency")  # 0: unbounded
     threads: int = runtime_default("threads")
     loop_lag_warn_ms: int = runtime_default("loop_lag_warn_ms")  # 0: no warning

@@ -294,6 +294,7 @@ class Worker:
             access_log=False,
             backlog=2048,
             timeout_keep_alive=self.config.keepalive_timeout,  # type: ignore[arg-type]
+            server_header=self.config.server_header,
             # X-Forwarded-* only from the proxies the operator names (uvicorn's default
             # trusts 127.0.0.1 and costs every request a header scan).
             proxy_headers=bool(self.config.forwarded_allow_ips),

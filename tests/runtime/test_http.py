@@ -215,3 +215,20 @@ def test_max_request_counts_responses_that_close_their_connection(
     # it served its max_request before retiring (the first was wait_serving's GET /)
     assert pids.count(pids[0]) >= 9
     assert "served 10 requests (max_request 10 + grace)" in sup.log()
+
+
+@pytest.mark.parametrize(("option", "sent"), [((), True), (("--server-header", "false"), False)])
+def test_server_header_is_sent_unless_turned_off(
+    start_supervisor: StartSupervisor, option: tuple[str, ...], sent: bool
+) -> None:
+    # server_header: one entry in the table of keys (procslice.data.keys), read here
+    # from the command line the table makes and passed on to uvicorn's Config.
+    sup = start_supervisor("swoole", "--workers", "1", *option)
+    for _ in range(2):  # the first response, and one after the Date header's refresh
+        sock = connect(sup.port)
+        sock.sendall(REQUEST)
+        head = read_response(sock).split(b"\r\n\r\n")[0].lower()
+        sock.close()
+        assert (b"\r\nserver: uvicorn" in head) is sent, head
+        assert b"\r\ndate: " in head
+        time.sleep(1.1)

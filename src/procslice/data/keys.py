@@ -276,6 +276,44 @@ _METRICS_ON_PODMAN = (
     "with metrics_listen the app's own /metrics); remove it"
 )
 
+
+def _runtime(
+    name: str, kind: str, help: str, default: Any, check: checks.Check, **more: Any
+) -> Key:
+    """A key of both aio and swoole, carried in procslice.toml; on gunicorn refused with
+    a fix (``elsewhere`` replaces it)."""
+    elsewhere = {"gunicorn": _SUPERVISOR_ON_GUNICORN, **more.pop("elsewhere", {})}
+    return Key(
+        name,
+        kind,
+        help,
+        default=default,
+        models=SUPERVISOR,
+        elsewhere=elsewhere,
+        check=check,
+        toml=True,
+        **more,
+    )
+
+
+def _swoole(name: str, kind: str, help: str, default: Any, check: checks.Check, **more: Any) -> Key:
+    """A key of swoole alone, carried in procslice.toml; on aio and gunicorn refused with
+    the fix for each (``elsewhere`` adds to or replaces it)."""
+    elsewhere = {"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN}
+    elsewhere.update(more.pop("elsewhere", {}))
+    return Key(
+        name,
+        kind,
+        help,
+        default=default,
+        models=("swoole",),
+        elsewhere=elsewhere,
+        check=check,
+        toml=True,
+        **more,
+    )
+
+
 SERVICE: tuple[Key, ...] = (
     Key("name", "str", "The service's name, [a-z][a-z0-9-]{0,40}, unique.", required=True),
     Key("model", "str", "The process model.", required=True, choices=MODELS),
@@ -505,150 +543,126 @@ SERVICE: tuple[Key, ...] = (
         default={},
     ),
     # ---- the aio and swoole supervisors (procslice.toml)
-    Key(
+    _runtime(
         "max_concurrency",
         "int",
         "Requests one worker process runs at once (0: unbounded).",
-        default=1024,
-        models=SUPERVISOR,
-        check=checks.non_negative_int,
-        toml=True,
+        1024,
+        checks.non_negative_int,
     ),
-    Key(
+    _runtime(
         "loop_lag_warn_ms",
         "int",
         "A worker warns when its event loop is blocked longer than this (0: off).",
-        default=100,
-        models=SUPERVISOR,
-        check=checks.non_negative_int,
-        toml=True,
+        100,
+        checks.non_negative_int,
     ),
-    Key(
+    _runtime(
         "tcp_nodelay",
         "bool",
         "TCP_NODELAY on accepted connections (and NoDelay= of the socket unit).",
-        default=True,
-        models=SUPERVISOR,
-        check=checks.boolean,
-        toml=True,
+        True,
+        checks.boolean,
     ),
-    Key(
+    _runtime(
         "max_wait_time",
         "float",
         "Seconds a stopping or reloading worker may drain its connections. The master "
         "SIGKILLs 5 s later; the unit's TimeoutStopSec is above both.",
-        default=5,
-        models=SUPERVISOR,
+        5,
+        checks.seconds,
         elsewhere={"gunicorn": "gunicorn's drain time is graceful_timeout: write that instead"},
-        check=checks.seconds,
-        toml=True,
     ),
-    Key(
+    _runtime(
         "keepalive_timeout",
         "float",
         "Seconds an idle keep-alive connection stays open between requests (closed by a "
         "sweep every 0.5 s).",
-        default=5,
-        models=SUPERVISOR,
-        check=checks.positive_seconds,
-        toml=True,
+        5,
+        checks.positive_seconds,
     ),
-    Key(
+    _runtime(
+        "server_header",
+        "bool",
+        'Send the "server: uvicorn" response header, as uvicorn does; false leaves it out '
+        "(the server's name is not told to clients).",
+        True,
+        checks.boolean,
+    ),
+    _runtime(
         "forwarded_allow_ips",
         "list",
         "IP addresses or networks of the proxies (the haproxy front, which sends "
         "X-Forwarded-For) whose X-Forwarded-For and X-Forwarded-Proto set the client "
         'address and scheme the app sees; "*" trusts any peer. Empty: the headers are '
         "ignored.",
-        default=[],
+        [],
+        checks.forwarded_allow_ips,
         elements="str",
-        models=SUPERVISOR,
-        check=checks.forwarded_allow_ips,
-        toml=True,
         toml_value=_toml_if_set("forwarded_allow_ips"),
     ),
-    Key(
+    _runtime(
         "log_level",
         "str",
         "The runtime's log level.",
-        default="info",
+        "info",
+        checks.choice("a log level", *LOG_LEVELS),
         choices=LOG_LEVELS,
-        models=SUPERVISOR,
-        check=checks.choice("a log level", *LOG_LEVELS),
-        toml=True,
     ),
     # ---- swoole
-    Key(
+    _swoole(
         "max_request",
         "int",
         "Requests after which a worker is replaced (0: never).",
-        default=0,
-        models=("swoole",),
+        0,
+        checks.non_negative_int,
         elsewhere={
-            "aio": _SWOOLE_ON_AIO,
-            "gunicorn": "gunicorn's setting is max_requests (with max_requests_jitter); write that",
+            "gunicorn": "gunicorn's setting is max_requests (with max_requests_jitter); write that"
         },
-        check=checks.non_negative_int,
-        toml=True,
     ),
-    Key(
+    _swoole(
         "max_request_grace",
         "int",
         "A random 0..grace added to max_request per worker, so workers retire apart; needs "
         "max_request.",
-        default=0,
-        models=("swoole",),
-        elsewhere={"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN},
-        check=checks.non_negative_int,
-        toml=True,
+        0,
+        checks.non_negative_int,
     ),
-    Key(
+    _swoole(
         "memory_limit",
         "raw",
         "The RSS above which a worker is recycled, before the kernel would OOM-kill it: auto "
         "(its share of the memory budget of the unit and its slices, 90% divided by workers "
         "+ 1; off without a memory limit), a size below the service's and the slice's "
         "memory_max, or 0 (off).",
-        default="auto",
-        models=("swoole",),
-        elsewhere={"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN},
-        check=checks.memory_limit,
-        toml=True,
+        "auto",
+        checks.memory_limit,
         toml_value=_toml_memory_limit,
     ),
-    Key(
+    _swoole(
         "cpu_affinity",
         "bool",
         "true pins worker i to the i-th CPU the service may use (its own or its slice's "
         "allowed_cpus, else the host's). A bool: to choose the CPUs, set allowed_cpus.",
-        default=False,
-        models=("swoole",),
-        elsewhere={"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN},
-        check=checks.cpu_affinity,
-        toml=True,
+        False,
+        checks.cpu_affinity,
     ),
-    Key(
+    _swoole(
         "task_worker_num",
         "int",
         "Task worker processes for procslice.swoole.task().",
-        default=0,
-        models=("swoole",),
+        0,
+        checks.non_negative_int,
         elsewhere={
-            "aio": _SWOOLE_ON_AIO,
-            "gunicorn": "gunicorn has no task workers; use model: swoole for them, or remove it",
+            "gunicorn": "gunicorn has no task workers; use model: swoole for them, or remove it"
         },
-        check=checks.non_negative_int,
-        toml=True,
     ),
-    Key(
+    _swoole(
         "task_max_request",
         "int",
         "Tasks after which a task worker is replaced (0: never).",
-        default=0,
-        models=("swoole",),
-        elsewhere={"aio": _SWOOLE_ON_AIO, "gunicorn": _SWOOLE_ON_GUNICORN},
-        check=checks.non_negative_int,
-        toml=True,
+        0,
+        checks.non_negative_int,
     ),
     # ---- metrics and StatsD (gunicorn, aio and swoole; metrics_listen on podman too)
     Key(

@@ -801,38 +801,32 @@ SERVICE: tuple[Key, ...] = (
 # ---------------------------------------------------------- the runtime's alone (TOML)
 
 RUNTIME_ONLY: tuple[Key, ...] = (
-    Key(
+    _runtime(
         "rlimit_as",
         "raw",
         "RLIMIT_AS of each worker, a size (0: unchanged). Deployed services get LimitAS= "
         "from limits.limit_as instead.",
-        default=0,
-        models=SUPERVISOR,
-        check=checks.size,
-        toml=True,
+        0,
+        checks.size,
         data=False,
     ),
-    Key(
+    _runtime(
         "rlimit_nofile",
         "int",
         "RLIMIT_NOFILE of each worker (0: unchanged). Deployed services get LimitNOFILE= "
         "from limits.limit_nofile instead.",
-        default=0,
-        models=SUPERVISOR,
-        check=checks.non_negative_int,
-        toml=True,
+        0,
+        checks.non_negative_int,
         data=False,
     ),
-    Key(
+    _runtime(
         "dogstatsd_tags",
         "str",
         'DogStatsD tags for every figure, "name:value,..."; set, the labels (status class, '
         "method, worker, reason) are sent as tags instead of name parts. Written from "
         "statsd_tags (service:<name>).",
-        default="",
-        models=SUPERVISOR,
-        check=checks.dogstatsd_tags,
-        toml=True,
+        "",
+        checks.dogstatsd_tags,
         data=False,
         toml_value=_toml_dogstatsd_tags,
     ),

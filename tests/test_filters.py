@@ -613,6 +613,7 @@ def test_filter_module_maps_the_filters() -> None:
         "procslice_build_variants": ps.procslice_build_variants,
         "procslice_build_pick": ps.procslice_build_pick,
         "procslice_toml": ps.procslice_toml,
+        "procslice_releases": ps.procslice_releases,
     }
 
 

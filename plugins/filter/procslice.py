@@ -22,6 +22,8 @@ standard library only), so it can be imported and unit-tested without Ansible;
         each with its ``build_key``.
     procslice_build_pick(built, services) -> dict
         service name -> its wheelhouse, for the services one host runs.
+    procslice_releases(services, built, plan, root, etc, keep) -> dict
+        one host's releases to install at once: jobs, directories, new users.
     procslice_toml(service) -> str
         an aio or swoole service's procslice.toml, from the table of keys.
 
@@ -46,6 +48,7 @@ from procslice.data.build import (
     procslice_build_key,
     procslice_build_pick,
     procslice_build_variants,
+    procslice_releases,
 )
 from procslice.data.errors import (
     ProcsliceDataError,
@@ -98,6 +101,7 @@ __all__ = [
     "procslice_normalize_slices",
     "procslice_size",
     "procslice_toml",
+    "procslice_releases",
 ]
 
 
@@ -116,4 +120,5 @@ class FilterModule:
             "procslice_build_variants": procslice_build_variants,
             "procslice_build_pick": procslice_build_pick,
             "procslice_toml": procslice_toml,
+            "procslice_releases": procslice_releases,
         }

@@ -220,3 +220,21 @@ def test_every_key_on_a_model_that_does_not_read_it_is_refused(key: table.Key, m
     assert len(mine) == 1, errors
     assert f" {owner} setting; " in mine[0]
     assert key.elsewhere.get(model, "remove it")[-20:] in mine[0]
+
+
+def test_every_limit_is_checked_by_the_table_but_the_per_device_rates() -> None:
+    unchecked = {name for name, key in table.LIMIT_KEYS.items() if key.check is None}
+    assert unchecked == {"io_read_bandwidth_max", "io_write_bandwidth_max"}
+    quota = table.LIMIT_KEYS["cpu_quota"]
+    assert quota.check and quota.compose_check
+    assert quota.check("150%") == quota.compose_check(1.5) == ("150%", 150.0)
+    errors = ps.procslice_errors([{"name": "web", "cpu_quota": "lots"}], [])
+    assert errors == [
+        'procslice_slices[web].cpu_quota: "lots" is not a CPU quota; write a percentage of '
+        'one CPU (e.g. "150%")'
+    ]
+    errors = ps.procslice_errors([{"name": "web", "cpus": "lots"}], [])
+    assert errors == [
+        'procslice_slices[web].cpus: "lots" is not a number of CPUs; write a number above 0 '
+        "(e.g. 1.5)"
+    ]

@@ -20,11 +20,19 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 __all__ = [
     "SIZE_HINT",
+    "allowed_cpus",
+    "cpu_quota",
+    "cpu_weight",
+    "cpus",
+    "limit_nofile",
+    "reserved_cpus",
+    "size_or_infinity",
+    "tasks_max",
     "Check",
     "boolean",
     "choice",
@@ -363,3 +371,123 @@ def forwarded_allow_ips(value: Any) -> tuple[str, ...]:
                 ) from None
         checked.append(str(item).strip())
     return tuple(checked)
+
+
+# ------------------------------------------------------------------ resources (limits)
+# A slice's and a service's limits: each check returns (the systemd directive's value,
+# the limit as the cross-checks compare it). The compose spellings that read otherwise
+# (cpus: a number of CPUs) have their own.
+
+_PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)%$")
+_CPUSET_RE = re.compile(r"^\d+(-\d+)?([ ,]\d+(-\d+)?)*$")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        Decimal(str(text).strip())
+    except InvalidOperation:
+        return False
+    return True
+
+
+def _percent(percent: Decimal) -> tuple[str, float]:
+    """A CPU percentage -> the CPUQuota= value (at most two decimals, "33.33%") and the
+    percentage as a float."""
+    quantized = percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return format(quantized.normalize(), "f") + "%", float(quantized)
+
+
+def cpu_quota(value: Any) -> tuple[str, float]:
+    """cpu_quota: "150%"."""
+    if isinstance(value, str):
+        match = _PERCENT_RE.match(value.strip())
+        if match:
+            percent = Decimal(match.group(1))
+            if percent > 0:
+                return _percent(percent)
+            raise ValueError("is not a CPU quota: it must be above 0%")
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        number = Decimal(str(value).strip())
+        if number >= 10:  # "150" meant 150% far more often than 150 CPUs
+            raise ValueError(
+                f'is not a CPU quota; write "{value}%" ({value}% of one CPU), '
+                f"or give a number of CPUs under cpus (cpus: {value} is {value} CPUs)"
+            )
+        raise ValueError(
+            "is not a CPU quota; write a percentage of one CPU "
+            f'(e.g. "150%") or give a number of CPUs under cpus (e.g. cpus: {value})'
+        )
+    raise ValueError('is not a CPU quota; write a percentage of one CPU (e.g. "150%")')
+
+
+def cpus(value: Any) -> tuple[str, float]:
+    """compose's cpus: 1.5 (or "1.5") -> CPUQuota=150%."""
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        number = Decimal(str(value).strip())
+        if number > 0:
+            return _percent(number * 100)
+    raise ValueError("is not a number of CPUs; write a number above 0 (e.g. 1.5)")
+
+
+def cpu_weight(value: Any) -> tuple[str, int]:
+    if _is_int(value) or (isinstance(value, str) and value.strip().isdigit()):
+        weight = int(value)
+        if 1 <= weight <= 10000:
+            return str(weight), weight
+    raise ValueError("is not a CPU weight; write an integer from 1 to 10000 (default 100)")
+
+
+def reserved_cpus(value: Any) -> tuple[str, int]:
+    """compose's reservations.cpus: 0.5 -> CPUWeight=50 (x100, clamped to 1..10000)."""
+    if _is_number(value) or (isinstance(value, str) and _looks_numeric(value)):
+        number = Decimal(str(value).strip())
+        if number > 0:
+            weight = int((number * 100).to_integral_value(rounding=ROUND_HALF_UP))
+            weight = max(1, min(10000, weight))
+            return str(weight), weight
+    raise ValueError("is not a number of CPUs; write a number above 0 (e.g. 0.5)")
+
+
+def size_or_infinity(value: Any) -> tuple[str, int | None]:
+    """A size, or infinity (None)."""
+    if isinstance(value, str) and value.strip().lower() == "infinity":
+        return "infinity", None
+    size = parse_size(value)
+    return str(size), size
+
+
+def tasks_max(value: Any) -> tuple[str, int | None]:
+    if isinstance(value, str) and value.strip().lower() == "infinity":
+        return "infinity", None
+    if _is_int(value) or (isinstance(value, str) and value.strip().isdigit()):
+        tasks = int(value)
+        if tasks >= 1:
+            return str(tasks), tasks
+    raise ValueError("is not a task limit; write a positive integer (e.g. 512) or infinity")
+
+
+def limit_nofile(value: Any) -> tuple[str, int | None]:
+    """LimitNOFILE: 65536, "1024:65536" (soft:hard) or infinity -> (directive, hard)."""
+    text = str(value).strip().lower() if isinstance(value, str | int) else ""
+    if isinstance(value, bool):
+        text = ""
+    if text == "infinity":
+        return "infinity", None
+    parts = text.split(":")
+    if text and len(parts) <= 2 and all(part.isdigit() and int(part) > 0 for part in parts):
+        soft, hard = int(parts[0]), int(parts[-1])
+        if soft <= hard:
+            return text, hard
+    raise ValueError(
+        "is not a file limit; write a positive integer (e.g. 65536), soft:hard (e.g. "
+        "1024:65536) or infinity"
+    )
+
+
+def allowed_cpus(value: Any) -> tuple[str, str]:
+    text = str(value).strip() if _is_int(value) or isinstance(value, str) else ""
+    if text and _CPUSET_RE.match(text):
+        ranges = [part for part in re.split(r"[ ,]", text) if part]
+        if all(int(r.split("-")[0]) <= int(r.split("-")[-1]) for r in ranges):
+            return text, text
+    raise ValueError('is not a CPU list; write CPU numbers and ranges (e.g. "0-1" or "0,2-3")')

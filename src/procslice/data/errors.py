@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from procslice.data.checks import show
@@ -47,13 +46,6 @@ def _positive_int(value: Any) -> int | None:
 def _suggest(key: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
     return f"did you mean {close[0]}? " if close else ""
-
-
-def _format_percent(percent: Decimal) -> str:
-    """Decimal percent -> the CPUQuota= value, at most two decimals ("33.33%")."""
-    quantized = percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP).normalize()
-    text = format(quantized, "f")
-    return f"{text}%"
 
 
 class _Errors:

@@ -19,8 +19,11 @@ this table:
 Adding a service setting is one entry here plus its use: in the runtime (a
 ServiceConfig field of the same name, for a ``toml`` key) or in a template.
 
-A ``check`` of None: the key's value is more than one value (listen, limits, health...)
-and the services module checks it with the other keys it depends on.
+A ``check`` of None: the key's value is more than one value (listen, limits, health, the
+IO bandwidths' rate per device...) and the services or resources module checks it with
+the other keys it depends on. A resource key's check returns the directive's value and
+the limit the cross-checks compare; ``compose_check`` reads its compose spelling when
+that reads otherwise (cpus: a number of CPUs).
 
 Standard library only.
 """
@@ -86,6 +89,9 @@ class Key:
     #: What to write instead, by model, when it is set on a model that does not read it.
     elsewhere: Mapping[str, str] = field(default_factory=dict)
     check: checks.Check | None = None
+    #: The check of the compose spelling (``alias`` or ``reservation``) when it reads
+    #: otherwise (cpus: a number of CPUs, not a percentage); None: ``check``.
+    compose_check: checks.Check | None = None
     #: The docker-compose spelling (resource keys).
     alias: str = ""
     #: The compose ``reservations:`` key that becomes this one.
@@ -160,6 +166,8 @@ RESOURCES: tuple[Key, ...] = (
         "raw",
         'a percentage of one CPU ("150%" is one and a half CPUs).',
         alias="cpus",
+        check=checks.cpu_quota,
+        compose_check=checks.cpus,
         directive="CPUQuota",
     ),
     Key(
@@ -167,6 +175,8 @@ RESOURCES: tuple[Key, ...] = (
         "int",
         "1 to 10000 (systemd's default is 100).",
         reservation="cpus",
+        check=checks.cpu_weight,
+        compose_check=checks.reserved_cpus,
         directive="CPUWeight",
     ),
     Key(
@@ -174,6 +184,7 @@ RESOURCES: tuple[Key, ...] = (
         "raw",
         f"{_SIZE}; the kernel OOM-kills above it.",
         alias="memory",
+        check=checks.size_or_infinity,
         directive="MemoryMax",
     ),
     Key(
@@ -181,12 +192,14 @@ RESOURCES: tuple[Key, ...] = (
         "raw",
         f"{_SIZE}, at most memory_max; the kernel throttles and reclaims above it.",
         directive="MemoryHigh",
+        check=checks.size_or_infinity,
     ),
     Key(
         "memory_low",
         "raw",
         "a size protected from reclaim.",
         reservation="memory",
+        check=checks.size_or_infinity,
         directive="MemoryLow",
     ),
     Key(
@@ -195,12 +208,14 @@ RESOURCES: tuple[Key, ...] = (
         f"{_SIZE}, the swap alone (0 disables swap); compose's memswap_limit (memory plus "
         "swap) is refused with a hint to use this key.",
         directive="MemorySwapMax",
+        check=checks.size_or_infinity,
     ),
     Key(
         "tasks_max",
         "raw",
         "a positive integer or infinity (processes and threads).",
         alias="pids_limit",
+        check=checks.tasks_max,
         directive="TasksMax",
     ),
     Key(
@@ -223,13 +238,20 @@ RESOURCES: tuple[Key, ...] = (
         "raw",
         'CPU numbers and ranges ("0-1", "0,2-3").',
         alias="cpuset",
+        check=checks.allowed_cpus,
         directive="AllowedCPUs",
     ),
 )
 #: Process limits only a service (a unit with processes) has.
 SERVICE_ONLY_RESOURCES: tuple[Key, ...] = (
-    Key("limit_nofile", "raw", "an integer, soft:hard or infinity.", directive="LimitNOFILE"),
-    Key("limit_as", "raw", f"{_SIZE}.", directive="LimitAS"),
+    Key(
+        "limit_nofile",
+        "raw",
+        "an integer, soft:hard or infinity.",
+        directive="LimitNOFILE",
+        check=checks.limit_nofile,
+    ),
+    Key("limit_as", "raw", f"{_SIZE}.", directive="LimitAS", check=checks.size_or_infinity),
 )
 
 # ------------------------------------------------------------------------------ slices

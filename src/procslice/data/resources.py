@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from procslice.data.errors import ProcsliceDataError, _Errors, _format_percent, _human, _show
-from procslice.data.sizes import (
-    _allowed_cpus,
-    _bandwidth,
-    _cpu_quota,
-    _cpu_weight,
-    _cpus,
-    _limit_nofile,
-    _reserved_cpus_weight,
-    _size_or_infinity,
-    _tasks_max,
-)
+from procslice.data import keys
+from procslice.data.errors import _Errors, _human, _show
+from procslice.data.sizes import _bandwidth
 from procslice.data.vocabulary import (
     COMPOSE_ALIASES,
     LIMIT_KEYS,
@@ -70,42 +60,25 @@ def _resources(
     directives: dict[str, Any] = {}
     limits: dict[str, Any] = dict.fromkeys(SERVICE_LIMIT_KEYS if service else LIMIT_KEYS)
     order = [*RESOURCE_DIRECTIVES, *(SERVICE_ONLY_DIRECTIVES if service else ())]
-    names = {**RESOURCE_DIRECTIVES, **SERVICE_ONLY_DIRECTIVES}
-    for key in order:
-        if key not in chosen:
+    for name in order:
+        if name not in chosen:
             continue
-        key_path, value, form = chosen[key]
-        directive = names[key]
+        key_path, value, form = chosen[name]
+        spec = keys.LIMIT_KEYS[name]
+        if spec.check is None:  # io_read_bandwidth_max, io_write_bandwidth_max: per device
+            lines = _bandwidth(value, key_path, errors)
+            if lines:
+                directives[spec.directive] = lines
+            continue
+        # the table's check; a compose spelling that reads otherwise has its own
+        check = spec.compose_check if form != "canonical" and spec.compose_check else spec.check
         try:
-            if key == "cpu_quota":
-                percent = _cpus(value) if form == "cpus" else _cpu_quota(value)
-                directives[directive] = _format_percent(percent)
-                limits["cpu_quota_percent"] = float(
-                    percent.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-                )
-            elif key == "cpu_weight":
-                if form == "reservations.cpus":
-                    weight = _reserved_cpus_weight(value)
-                else:
-                    weight = _cpu_weight(value)
-                directives[directive] = str(weight)
-                limits["cpu_weight"] = weight
-            elif key in ("memory_max", "memory_high", "memory_low", "memory_swap_max", "limit_as"):
-                text, size = _size_or_infinity(value)
-                directives[directive] = text
-                limits[key] = size
-            elif key == "tasks_max":
-                directives[directive], limits["tasks_max"] = _tasks_max(value)
-            elif key == "limit_nofile":
-                directives[directive], limits["limit_nofile"] = _limit_nofile(value)
-            elif key == "allowed_cpus":
-                directives[directive] = limits["allowed_cpus"] = _allowed_cpus(value)
-            else:  # io_read_bandwidth_max, io_write_bandwidth_max
-                lines = _bandwidth(value, key_path, errors)
-                if lines:
-                    directives[directive] = lines
-        except ProcsliceDataError as exc:
-            errors.add(key_path, str(exc))
+            text, limit = check(value)
+        except ValueError as exc:
+            errors.add(key_path, f"{_show(value)} {exc}")
+            continue
+        directives[spec.directive] = text
+        limits["cpu_quota_percent" if name == "cpu_quota" else name] = limit
 
     for lower, upper in (("memory_high", "memory_max"), ("memory_low", "memory_max")):
         low, high = limits.get(lower), limits.get(upper)

@@ -12,8 +12,6 @@ __all__ = ["INTERFACES", "MODELS", "STATES", "WORKER_CLASSES"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-CPUSET_RE = re.compile(r"^\d+(-\d+)?([ ,]\d+(-\d+)?)*$")
-PERCENT_RE = re.compile(r"^(\d+(?:\.\d+)?|\.\d+)%$")
 
 PACKAGE_KINDS = ("source", "wheel", "requirements")
 HEALTH_KEYS = ("http", "tcp", "timeout")

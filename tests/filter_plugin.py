@@ -14,8 +14,10 @@ from types import ModuleType
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "filter" / "procslice.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("procslice_filter", PLUGIN)
+def load_file(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` loaded as the module ``name`` (plugins and scripts live
+    outside any package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -23,4 +25,4 @@ def _load() -> ModuleType:
     return module
 
 
-ps = sys.modules.get("procslice_filter") or _load()
+ps = sys.modules.get("procslice_filter") or load_file("procslice_filter", PLUGIN)

@@ -5,7 +5,6 @@ config (procslice.config), the filter's checks."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from filter_plugin import ps
+from filter_plugin import load_file, ps
 
 from procslice import config
 from procslice.data import keys as table
@@ -26,11 +25,7 @@ SCRIPT = REPO / "scripts" / "keys.py"
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("procslice_keys_script", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("procslice_keys_script", SCRIPT)
 
 
 def test_the_generated_files_are_current() -> None:

@@ -3,13 +3,13 @@ compiled again by the next task's worker, and the cache never changes what rende
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from filter_plugin import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "plugins" / "action" / "procslice_render.py"
@@ -38,11 +38,7 @@ print(f"{len(compiled)}|{out}")
 
 
 def _plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("procslice_render_action", PLUGIN)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("procslice_render_action", PLUGIN)
 
 
 def render(cache: Path, template: Path, name: str) -> tuple[int, str]:

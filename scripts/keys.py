@@ -149,7 +149,7 @@ def _default(key: Key) -> str:
 def _rows(keys: Iterable[Key], prefix: str = "") -> list[str]:
     rows: list[str] = []
     for key in keys:
-        models = "all" if key.models == table.ALL_MODELS else table.models_phrase(key.models)
+        models = "all" if key.models == table.MODELS else table.models_phrase(key.models)
         extra = []
         if key.directive:
             extra.append(f"`{key.directive}=`")

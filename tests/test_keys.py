@@ -18,7 +18,7 @@ from filter_plugin import load_file, ps
 
 from procslice import config
 from procslice.data import keys as table
-from procslice.data.settings_file import procslice_toml
+from procslice.data.settings_file import procslice_toml, toml_value
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "keys.py"
@@ -176,16 +176,10 @@ def test_the_filter_and_the_runtime_refuse_a_value_with_the_same_words(
     )
     problem = next(e for e in errors if e.startswith(f"procslice_services[api].{key}: "))
     path = tmp_path / "procslice.toml"
-    path.write_text(f'app = "a:b"\n{key} = {procslice_toml_value(value)}\n')
+    path.write_text(f'app = "a:b"\n{key} = {toml_value(value)}\n')
     with pytest.raises(config.ConfigError) as refused:
         config.load(str(path))
     assert problem.split(": ", 1)[1] == str(refused.value).split(": ", 2)[2]
-
-
-def procslice_toml_value(value: Any) -> str:
-    from procslice.data.settings_file import toml_value
-
-    return toml_value(value)
 
 
 _NARROW = [

@@ -49,7 +49,6 @@ __all__ = [
     "positive_seconds",
     "seconds",
     "show",
-    "size",
     "statsd",
     "statsd_prefix",
     "workers",
@@ -120,11 +119,6 @@ def parse_size(value: Any) -> int:
         raise ValueError(f"is not a whole number of bytes; {SIZE_HINT}")
     factor = 1024 ** _SIZE_POWERS[unit.lower()] if unit else 1
     return int((number * factor).to_integral_value(rounding=ROUND_FLOOR))
-
-
-def size(value: Any) -> int:
-    """A size, or 0."""
-    return parse_size(value)
 
 
 def memory_limit(value: Any) -> int | None:

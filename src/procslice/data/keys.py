@@ -37,11 +37,10 @@ from typing import Any
 from procslice.data import checks
 
 __all__ = [
-    "ALL_MODELS",
+    "MODELS",
     "KEYS",
     "LIMIT_KEYS",
     "MISSING",
-    "MODELS",
     "SERVICE_KEYS",
     "SLICE_KEYS",
     "Key",
@@ -52,7 +51,6 @@ __all__ = [
 ]
 
 MODELS = ("gunicorn", "aio", "swoole", "podman")
-ALL_MODELS = MODELS
 PYTHON = ("gunicorn", "aio", "swoole")
 SUPERVISOR = ("aio", "swoole")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -85,7 +83,7 @@ class Key:
     choices: tuple[str, ...] = ()
     elements: str = ""
     #: The models that read it (services); on another model it is refused.
-    models: tuple[str, ...] = ALL_MODELS
+    models: tuple[str, ...] = MODELS
     #: What to write instead, by model, when it is set on a model that does not read it.
     elsewhere: Mapping[str, str] = field(default_factory=dict)
     check: checks.Check | None = None
@@ -122,7 +120,7 @@ class Key:
         argument spec says it."""
         if self.directive:
             return f"{self.directive}=, {self.help}"
-        if self.models == ALL_MODELS:
+        if self.models == MODELS:
             return self.help
         return f"{models_phrase(self.models)}; {self.help}"
 
@@ -829,7 +827,7 @@ RUNTIME_ONLY: tuple[Key, ...] = (
         "RLIMIT_AS of each worker, a size (0: unchanged). Deployed services get LimitAS= "
         "from limits.limit_as instead.",
         0,
-        checks.size,
+        checks.parse_size,
         data=False,
     ),
     _runtime(

@@ -65,7 +65,7 @@ def _named(*, models: tuple[str, ...] | None = None, group: str = "") -> tuple[s
     )
 
 
-COMMON_SERVICE_KEYS = _named(models=keys.ALL_MODELS)
+COMMON_SERVICE_KEYS = _named(models=keys.MODELS)
 # The owner and mode of a unix socket in listen (SocketUser=/SocketGroup=/SocketMode=
 # on the .socket unit); None for user and group: the service's own user and group.
 SOCKET_DEFAULTS: dict[str, Any] = {"socket_user": None, "socket_group": None, "socket_mode": "0660"}
@@ -74,7 +74,7 @@ UNIX_PATH_MAX = 107
 GUNICORN_KEYS = tuple(
     key.name
     for key in keys.SERVICE
-    if "gunicorn" in key.models and not key.applies_to("aio") and key.models != keys.ALL_MODELS
+    if "gunicorn" in key.models and not key.applies_to("aio") and key.models != keys.MODELS
 )
 # The settings of the procslice supervisors, the procslice.toml keys of the table
 # (procslice.config reads them). AIO_KEYS apply to both `procslice aio` and `procslice

@@ -72,7 +72,7 @@ lint: deps venv ## yamllint, the files made from the key table and the role docs
 	ansible-lint
 	ruff check src tests plugins roles bench examples molecule scripts
 	ruff format --check src tests plugins roles bench examples molecule scripts
-	mypy src/procslice
+	mypy src/procslice src/procslice_controller
 	promtool check rules dashboards/procslice.rules.yml
 
 rules: setup ## The alert rules' tests (each rule fires on its case and not on the other)

@@ -137,9 +137,11 @@ def locked(tmp_path: Path) -> dict[str, Any]:
     runtime = tmp_path / "runtime"
     (runtime / "src" / "procslice").mkdir(parents=True)
     (runtime / "src" / "procslice" / "__init__.py").write_text("")
-    (runtime / "src" / "tinybackend.py").write_text(BACKEND)
+    # (the backend inside the package: the runtime's build copy holds only RUNTIME_FILES)
+    (runtime / "src" / "procslice" / "tinybackend.py").write_text(BACKEND)
     (runtime / "pyproject.toml").write_text(
-        '[build-system]\nrequires = []\nbuild-backend = "tinybackend"\nbackend-path = ["src"]\n'
+        '[build-system]\nrequires = []\nbuild-backend = "tinybackend"\n'
+        'backend-path = ["src/procslice"]\n'
     )
     app = tmp_path / "app"
     app.mkdir()
@@ -349,6 +351,17 @@ def test_the_runtime_is_built_once_for_every_service_until_its_sources_change(
     for wheelhouse in first.values():
         with tarfile.open(wheelhouse["archive"]) as tar:
             assert "procslice-0.1.0-py3-none-any.whl" in tar.getnames()
+    # A change of the controller's code only (src/procslice_controller): no build, the
+    # same releases, and the code is in no wheel.
+    controller = locked["tmp"] / "runtime" / "src" / "procslice_controller"
+    controller.mkdir()
+    (controller / "checks.py").write_text("# the controller's\n")
+    same = json.loads(built_run(locked, services=[api, web]).stdout)
+    assert builds.read_text().splitlines() == ["built"], "a controller change rebuilt the runtime"
+    assert same["changed"] is False
+    assert {n: w["hash"] for n, w in same["wheelhouses"].items()} == {
+        n: w["hash"] for n, w in first.items()
+    }
     # A change of the runtime's sources: a new runtime wheel, new releases.
     (locked["tmp"] / "runtime" / "src" / "procslice" / "__init__.py").write_text("# 2\n")
     second = json.loads(built_run(locked, services=[api, web]).stdout)["wheelhouses"]

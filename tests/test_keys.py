@@ -18,7 +18,7 @@ from filter_plugin import load_file, ps
 
 from procslice import config
 from procslice.data import keys as table
-from procslice.data.settings_file import procslice_toml, toml_value
+from procslice_controller.settings_file import procslice_toml, toml_value
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "keys.py"

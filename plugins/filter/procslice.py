@@ -1,7 +1,8 @@
 """procslice filters: validate and normalise the procslice data (slices and services).
 
-The logic is the runtime's package ``procslice.data`` (src/procslice/data: the
-standard library only), so it can be imported and unit-tested without Ansible;
+The logic is the package ``procslice_controller`` (src/procslice_controller: the
+standard library only; the table of keys it reads is the runtime's ``procslice.data``),
+so it can be imported and unit-tested without Ansible;
 ``FilterModule`` only maps filter names onto its functions.
 
     procslice_size(value) -> int
@@ -44,29 +45,29 @@ _SRC = str(Path(__file__).resolve().parents[2] / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from procslice.data.build import (
+from procslice_controller.build import (
     procslice_build_key,
     procslice_build_pick,
     procslice_build_variants,
     procslice_releases,
 )
-from procslice.data.errors import (
+from procslice_controller.errors import (
     ProcsliceDataError,
     _show,  # noqa: F401 (the tests read it through this module)
 )
-from procslice.data.layers import (
+from procslice_controller.layers import (
     procslice_errors_with_layers,
     procslice_layer_vars,
     procslice_layers,
 )
-from procslice.data.normalize import (
+from procslice_controller.normalize import (
     procslice_errors,
     procslice_normalize_services,
     procslice_normalize_slices,
 )
-from procslice.data.settings_file import procslice_toml
-from procslice.data.sizes import procslice_size
-from procslice.data.vocabulary import (  # noqa: F401 (the tests read them through this module)
+from procslice_controller.settings_file import procslice_toml
+from procslice_controller.sizes import procslice_size
+from procslice_controller.vocabulary import (  # noqa: F401 (the tests read them through this module)
     AIO_DEFAULTS,
     AIO_KEYS,
     HEALTH_KEYS,

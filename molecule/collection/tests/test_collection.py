@@ -68,6 +68,7 @@ def test_the_tarball_holds_what_the_roles_need_and_none_of_the_clones_tooling():
         "pyproject.toml",
         "src/procslice/status/__init__.py",
         "src/procslice/data/__init__.py",
+        "src/procslice_controller/__init__.py",
         "roles/procslice_service/files/procslice",
         "requirements/service.txt",
         "requirements.txt",

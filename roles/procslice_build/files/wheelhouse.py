@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 SKIP_DIRS = {"__pycache__", ".git", "build", "dist", ".venv", ".pytest_cache", ".mypy_cache"}
-# The runtime's own package: its project file and its sources, nothing else of the repo.
-RUNTIME_FILES = ("pyproject.toml", "src")
+# The runtime's own package: its project file and its sources, nothing else of the repo
+# (src/procslice_controller is the controller's alone: neither in the wheel nor in the
+# release hash, so a change there rebuilds no release).
+RUNTIME_FILES = ("pyproject.toml", "src/procslice")
 
 
 def clean_copy(src: Path, dst: Path, only: tuple[str, ...] = ()) -> Path:
@@ -347,9 +349,8 @@ def build(
     else:
         for path in pkg_files:
             tree_digest(path, digest)
-    for sub in ("pyproject.toml", "src/procslice"):
+    for sub in RUNTIME_FILES:
         tree_digest(runtime / sub, digest)
-    # (RUNTIME_FILES: what the runtime's wheel is built from, a superset of the above)
     tree_digest(constraints, digest)
     digest.update(json.dumps(extra).encode())
     release_hash = digest.hexdigest()[:12]
@@ -425,7 +426,7 @@ def host_runtime(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     runtime = Path(spec["runtime_source"]).resolve()
     constraints = Path(spec["constraints"]).resolve()
     digest = hashlib.sha256(b"host-runtime\0")
-    for sub in ("pyproject.toml", "src/procslice"):
+    for sub in RUNTIME_FILES:
         tree_digest(runtime / sub, digest)
     tree_digest(constraints, digest)
     runtime_hash = digest.hexdigest()[:12]

@@ -1,25 +1,12 @@
-"""The procslice data: validation and normalisation of the slices and services.
-
-The controller's filter plugin (plugins/filter/procslice.py) maps its filters onto the
-functions of the modules below; the preflight checks and the roles read the data
-through them. Standard library only, so the controller imports it from the
-collection's src/ as it is, and the runtime imports keys and checks without the rest.
+"""The vocabulary the controller and the runtime share: the standard library only.
 
     keys         the table of every key: type, default, models, check, help, compose
-                 spelling; the runtime's procslice.config reads it too
-    checks       the checks of single values, sizes' one grammar (the runtime's too)
-    settings_file  procslice.toml, written from the table
-    vocabulary   the names the modules below use, most of them made from the table
-    errors       ProcsliceDataError, the message collector, the wording helpers
-    sizes        sizes, quotas and the other scalar parsers
-    addresses    listen (host:port, unix:PATH) and podman's published ports
-    resources    a slice's limits and a service's `limits` -> directives
-    slices       procslice_slices, and the checks every entry gets (path, name, state)
-    services     procslice_services, one service at a time
-    gunicorn, supervisor, podman, health
-                 each model's settings, metrics and StatsD, the health check
-    crosscheck   the checks across slices and services
-    normalize    the normalise filters and procslice_errors
-    layers       the procslice_services__* / procslice_slices__* layers
-    build        the builds: one per distinct (name, package, model)
+                 spelling; the runtime's procslice.config reads it, and the controller's
+                 package procslice_controller (src/procslice_controller) makes its
+                 checks, defaults and procslice.toml from it
+    checks       the checks of single values, sizes' one grammar
+
+Only these two modules are in the runtime's wheel with the rest of procslice: the
+controller-only code lives in procslice_controller, outside the wheel and outside the
+release hash, so a change there rebuilds no release on any host.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 from procslice.data.checks import show
 from procslice.data.keys import KEYS, models_phrase
-from procslice.data.vocabulary import MISLEADING_KEYS
+from procslice_controller.vocabulary import MISLEADING_KEYS
 
 
 class ProcsliceDataError(ValueError):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from procslice.data.errors import _Errors, _human, _is_int, _show
-from procslice.data.vocabulary import TASKS_RESERVE
+from procslice_controller.errors import _Errors, _human, _is_int, _show
+from procslice_controller.vocabulary import TASKS_RESERVE
 
 
 def _cross_check(

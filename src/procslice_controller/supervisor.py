@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from procslice.data.addresses import _parse_listen
-from procslice.data.errors import _checked, _Errors
-from procslice.data.sizes import procslice_size
-from procslice.data.vocabulary import AIO_DEFAULTS, METRICS_DEFAULTS, SWOOLE_DEFAULTS
+from procslice_controller.addresses import _parse_listen
+from procslice_controller.errors import _checked, _Errors
+from procslice_controller.sizes import procslice_size
+from procslice_controller.vocabulary import AIO_DEFAULTS, METRICS_DEFAULTS, SWOOLE_DEFAULTS
 
 
 def _supervisor_settings(

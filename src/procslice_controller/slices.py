@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from procslice.data.errors import _Errors, _show
-from procslice.data.resources import _resources
-from procslice.data.vocabulary import NAME_RE, SLICE_KEYS, STATES
+from procslice_controller.errors import _Errors, _show
+from procslice_controller.resources import _resources
+from procslice_controller.vocabulary import NAME_RE, SLICE_KEYS, STATES
 
 
 def _entry_path(var: str, index: int, entry: Any) -> str:

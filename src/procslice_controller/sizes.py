@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from procslice.data.checks import parse_size, size_or_infinity
-from procslice.data.errors import ProcsliceDataError, _Errors, _show
+from procslice_controller.errors import ProcsliceDataError, _Errors, _show
 
 
 def procslice_size(value: Any) -> int:

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from procslice.data import keys
-from procslice.data.errors import _Errors, _human, _show
-from procslice.data.sizes import _bandwidth
-from procslice.data.vocabulary import (
+from procslice_controller.errors import _Errors, _human, _show
+from procslice_controller.sizes import _bandwidth
+from procslice_controller.vocabulary import (
     COMPOSE_ALIASES,
     LIMIT_KEYS,
     RESERVATION_ALIASES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from procslice.data.errors import _checked, _Errors, _positive_int, _show
-from procslice.data.vocabulary import GUNICORN_DEFAULTS, SUPERVISOR_THREADS, WORKER_CLASSES
+from procslice_controller.errors import _checked, _Errors, _positive_int, _show
+from procslice_controller.vocabulary import GUNICORN_DEFAULTS, SUPERVISOR_THREADS, WORKER_CLASSES
 
 
 def _gunicorn_settings(

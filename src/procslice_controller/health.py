@@ -6,8 +6,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from procslice.data.errors import _Errors, _is_number, _show
-from procslice.data.vocabulary import HEALTH_KEYS, HEALTH_PATH, HEALTH_TIMEOUT
+from procslice_controller.errors import _Errors, _is_number, _show
+from procslice_controller.vocabulary import HEALTH_KEYS, HEALTH_PATH, HEALTH_TIMEOUT
 
 
 def _health_url(http: Any, listen: list[str], tcp: bool = False) -> str | None:

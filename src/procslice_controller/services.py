@@ -7,15 +7,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from procslice.data import checks
-from procslice.data.addresses import _parse_listen, _parse_publish, _parse_unix_listen
-from procslice.data.errors import ProcsliceDataError, _Errors, _positive_int, _show, _wrong_model
-from procslice.data.gunicorn import _gunicorn_settings
-from procslice.data.health import _health
-from procslice.data.podman import _podman_settings, _podman_unit_directives
-from procslice.data.resources import _resources
-from procslice.data.slices import _as_list, _check_name, _check_state, _entry_path
-from procslice.data.supervisor import _metrics_settings, _supervisor_settings
-from procslice.data.vocabulary import (
+from procslice_controller.addresses import _parse_listen, _parse_publish, _parse_unix_listen
+from procslice_controller.errors import (
+    ProcsliceDataError,
+    _Errors,
+    _positive_int,
+    _show,
+    _wrong_model,
+)
+from procslice_controller.gunicorn import _gunicorn_settings
+from procslice_controller.health import _health
+from procslice_controller.podman import _podman_settings, _podman_unit_directives
+from procslice_controller.resources import _resources
+from procslice_controller.slices import _as_list, _check_name, _check_state, _entry_path
+from procslice_controller.supervisor import _metrics_settings, _supervisor_settings
+from procslice_controller.vocabulary import (
     ENV_NAME_RE,
     INTERFACES,
     MODELS,

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from procslice.data.errors import _show
+from procslice_controller.errors import _show
 
 
 def _merge(base: Any, over: Any) -> Any:

@@ -6,8 +6,8 @@ import ipaddress
 from typing import Any
 
 from procslice.data.checks import parse_listen
-from procslice.data.errors import ProcsliceDataError, _is_int, _show
-from procslice.data.vocabulary import UNIX_PATH_MAX
+from procslice_controller.errors import ProcsliceDataError, _is_int, _show
+from procslice_controller.vocabulary import UNIX_PATH_MAX
 
 
 def _parse_unix_listen(value: str) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from procslice.data.crosscheck import _cross_check
-from procslice.data.errors import ProcsliceDataError, _Errors, _show
-from procslice.data.services import _services
-from procslice.data.slices import _slices
+from procslice_controller.crosscheck import _cross_check
+from procslice_controller.errors import ProcsliceDataError, _Errors, _show
+from procslice_controller.services import _services
+from procslice_controller.slices import _slices
 
 
 def _check(

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from procslice.data.errors import _Errors, _show
-from procslice.data.vocabulary import (
+from procslice_controller.errors import _Errors, _show
+from procslice_controller.vocabulary import (
     PODMAN_UNIT_MEMORY_HEADROOM,
     PODMAN_UNIT_TASKS_HEADROOM,
     PULL_POLICIES,

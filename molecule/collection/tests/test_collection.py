@@ -165,3 +165,24 @@ def test_the_projects_play_held_the_lock_and_released_it(host):
     # one release of the slices' play per run, after the deploy's own
     assert [record.get("what") for record in released][-1] == "limits", released
     assert sum(record.get("what") == "limits" for record in released) == 2, released
+
+
+def test_the_status_playbook_ran_by_its_full_name_and_shows_the_service(host):
+    output = (WORK / "status.log").read_text()
+    assert output.rstrip().endswith("# rc=0"), output[-3000:]
+    assert "PLAY [Read the status of every service]" in output, output[-3000:]
+    # a row a line, also under the JSON result format a project without ansible.cfg has
+    # (one string with its newlines escaped would not match)
+    assert re.search(r'^\s*"HOST\s+SERVICE\s+MODEL\s', output, re.M), output[-3000:]
+    assert re.search(rf'^\s*"{HOST}\s+{SERVICE}\s+gunicorn\s', output, re.M), output[-3000:]
+    (document,) = json.loads((WORK / "status.json").read_text())
+    assert document["host"] == HOST
+    row = {s["service"]: s for s in document["services"]}[SERVICE]
+    current = host.check_output(f"readlink /srv/procslice/{SERVICE}/current")
+    assert (row["model"], row["state"], row["release"]) == (
+        "gunicorn",
+        "active",
+        current.split("/")[-1],
+    ), row
+    assert row["health"]["state"] == "ok", row
+    assert row["memory"]["max_bytes"] == 128 * 1024 * 1024, row

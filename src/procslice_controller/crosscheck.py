@@ -9,6 +9,16 @@ from procslice_controller.errors import _Errors, _human, _is_int, _show
 from procslice_controller.vocabulary import TASKS_RESERVE
 
 
+def _bounds(key: str, svc: dict[str, Any], sl: dict[str, Any] | None) -> list[tuple[int, str]]:
+    """The limits `key` bounds the service by: its own and its slice's, each with the
+    path that set it."""
+    return [
+        (owner["limits"][key], owner["_paths"][key])
+        for owner in (svc, sl)
+        if owner is not None and owner["limits"][key] is not None
+    ]
+
+
 def _cross_check(
     slices: list[dict[str, Any]], services: list[dict[str, Any]], errors: _Errors
 ) -> None:
@@ -57,11 +67,7 @@ def _cross_check(
         if not memory_limit:
             continue
         sl = by_name.get(svc["slice"] or "")
-        bounds = []
-        if svc["limits"]["memory_max"] is not None:
-            bounds.append((svc["limits"]["memory_max"], svc["_paths"]["memory_max"]))
-        if sl is not None and sl["limits"]["memory_max"] is not None:
-            bounds.append((sl["limits"]["memory_max"], sl["_paths"]["memory_max"]))
+        bounds = _bounds("memory_max", svc, sl)
         if not bounds:
             continue
         bound, where = min(bounds)
@@ -83,11 +89,8 @@ def _cross_check(
         # a swoole task worker is one more process (one task) beside the workers
         need = svc["workers"] * per_worker + svc.get("task_worker_num", 0) + TASKS_RESERVE
         sl = by_name.get(svc["slice"] or "")
-        bounds = []
-        if svc["limits"]["tasks_max"] is not None:
-            bounds.append((svc["limits"]["tasks_max"], svc["_paths"]["tasks_max"]))
+        bounds = _bounds("tasks_max", svc, sl)
         if sl is not None and sl["limits"]["tasks_max"] is not None:
-            bounds.append((sl["limits"]["tasks_max"], sl["_paths"]["tasks_max"]))
             needs.setdefault(sl["name"], []).append((svc["name"], need))
         if not bounds:
             continue

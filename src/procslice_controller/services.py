@@ -19,7 +19,7 @@ from procslice_controller.gunicorn import _gunicorn_settings
 from procslice_controller.health import _health
 from procslice_controller.podman import _podman_settings, _podman_unit_directives
 from procslice_controller.resources import _resources
-from procslice_controller.slices import _as_list, _check_name, _check_state, _entry_path
+from procslice_controller.slices import _check_name, _check_state, _entries, _first
 from procslice_controller.supervisor import _metrics_settings, _supervisor_settings
 from procslice_controller.vocabulary import (
     ENV_NAME_RE,
@@ -422,23 +422,12 @@ def _socket_settings(
 def _services(services: Any, errors: _Errors) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for index, entry in enumerate(_as_list(services, "procslice_services", errors)):
-        path = _entry_path("procslice_services", index, entry)
-        if not isinstance(entry, Mapping):
-            errors.add(path, f"{_show(entry)} is not a mapping; write name: api, model: ... ")
-            continue
+    for index, path, entry in _entries(
+        services, "procslice_services", "name: api, model: ... ", errors
+    ):
         service = _service(entry, path, errors)
-        if service is None:
+        if service is None or not _first(service["name"], index, seen, path, "service", errors):
             continue
-        name = service["name"]
-        if name in seen:
-            errors.add(
-                f"{path}.name",
-                f"{_show(name)} is defined twice (entries {seen[name]} and {index}); "
-                "service names must be unique: merge or rename one",
-            )
-            continue
-        seen[name] = index
         service["_path"] = path
         result.append(service)
     return result

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from procslice_controller.errors import _Errors, _show
@@ -26,6 +26,35 @@ def _as_list(value: Any, var: str, errors: _Errors) -> list[Any]:
         return value
     errors.add(var, f"{_show(value)} is not a list; write a list of mappings (- name: ...)")
     return []
+
+
+def _entries(
+    value: Any, var: str, example: str, errors: _Errors
+) -> Iterator[tuple[int, str, Mapping[str, Any]]]:
+    """The entries of the list `var` that are mappings, each with its index and path; an
+    entry of another type is reported (write `example`)."""
+    for index, entry in enumerate(_as_list(value, var, errors)):
+        path = _entry_path(var, index, entry)
+        if isinstance(entry, Mapping):
+            yield index, path, entry
+        else:
+            errors.add(path, f"{_show(entry)} is not a mapping; write {example}")
+
+
+def _first(
+    name: str, index: int, seen: dict[str, int], path: str, kind: str, errors: _Errors
+) -> bool:
+    """Whether `name` is seen for the first time (recorded in `seen`); a second entry of
+    that name is reported."""
+    if name in seen:
+        errors.add(
+            f"{path}.name",
+            f"{_show(name)} is defined twice (entries {seen[name]} and {index}); "
+            f"{kind} names must be unique: merge or rename one",
+        )
+        return False
+    seen[name] = index
+    return True
 
 
 def _check_name(entry: Mapping[str, Any], path: str, errors: _Errors) -> str | None:
@@ -54,11 +83,9 @@ def _check_state(entry: Mapping[str, Any], path: str, errors: _Errors) -> str:
 def _slices(slices: Any, errors: _Errors) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
-    for index, entry in enumerate(_as_list(slices, "procslice_slices", errors)):
-        path = _entry_path("procslice_slices", index, entry)
-        if not isinstance(entry, Mapping):
-            errors.add(path, f"{_show(entry)} is not a mapping; write name: web and its limits")
-            continue
+    for index, path, entry in _entries(
+        slices, "procslice_slices", "name: web and its limits", errors
+    ):
         errors.unknown_keys(path, entry, SLICE_KEYS)
         name = _check_name(entry, path, errors)
         state = _check_state(entry, path, errors)
@@ -72,16 +99,8 @@ def _slices(slices: Any, errors: _Errors) -> list[dict[str, Any]]:
                 "(e.g. web)",
             )
             continue
-        if name is None:
+        if name is None or not _first(name, index, seen, path, "slice", errors):
             continue
-        if name in seen:
-            errors.add(
-                f"{path}.name",
-                f"{_show(name)} is defined twice (entries {seen[name]} and {index}); "
-                "slice names must be unique: merge or rename one",
-            )
-            continue
-        seen[name] = index
         result.append(
             {
                 "name": name,

@@ -147,12 +147,14 @@ print(t1 - t0, (u1 - u0) / wall)
 def test_cpu_hog_is_throttled_to_quota(host):
     # A busy loop for 3 s in a slice with CPUQuota=20%: the kernel's counters of the
     # hog's cgroup show it throttled (nr_throttled grew) and its CPU time over the
-    # window at the quota, within 20% (0.16-0.24 s per second; unthrottled: 1).
+    # window at most the quota plus 20% (0.24 s per second; unthrottled: 1). Below the
+    # quota is what a busy machine gives it (make test runs three scenarios on 2 cores:
+    # 0.129 s per second was seen), so the floor only says the hog ran.
     result = run_in_slice(host, "procslice-cpu.slice", CPU_PROBE)
     assert result.rc == 0, result.stdout + result.stderr
     throttled, share = result.stdout.split()
     assert int(throttled) > 0, result.stdout
-    assert 0.16 <= float(share) <= 0.24, f"{float(share):.3f} s of CPU per second under 20%"
+    assert 0.05 <= float(share) <= 0.24, f"{float(share):.3f} s of CPU per second under 20%"
 
 
 IO_DEVICE = "/dev/procslice-io"  # a loop device, attached by prepare.yml
